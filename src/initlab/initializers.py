@@ -1,0 +1,392 @@
+"""Per-tensor initializers: pure functions ``(shape, *, rng, dtype, **params) -> new array``.
+
+Conventions (see :mod:`initlab.fans` for the layout): weights are ``(fan_in, fan_out)`` or
+``(*receptive_field, c_in, c_out)``. Every draw is made in float64 from the given ``rng`` and then
+cast, so a float32 model is the rounded float64 one. The general case is
+:func:`variance_scaling`; the named schemes are one-line specializations of it.
+
+Where the reference libraries disagree, initlab picks one and names the other:
+
+* ``*_normal`` schemes (glorot, he, lecun) draw from the plain normal, as PyTorch and the papers
+  do; Keras and JAX draw them from a truncated normal of the same variance, which is
+  ``variance_scaling(..., distribution="truncated_normal")``.
+* ``truncated_normal`` has bounds in units of the std and the variance-preserving correction
+  (the result has exactly the requested std, like Keras/JAX ``variance_scaling``);
+  ``trunc_normal_abs`` is PyTorch's ``trunc_normal_``: absolute bounds, no correction.
+* ``uniform`` is U[low, high); JAX's ``uniform(scale)`` is ``uniform(low=0, high=scale)``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats
+
+from initlab._validate import RngLike, as_rng, check_choice, check_positive, suggest
+from initlab.fans import MODES, Mode, calculate_gain, compute_fans, fan
+
+Distribution = Literal["normal", "truncated_normal", "uniform"]
+DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+Float = np.float64
+
+_REGISTRY: dict[str, Callable[..., np.ndarray]] = {}
+
+ALIASES: dict[str, str] = {
+    "zero": "zeros",
+    "one": "ones",
+    "random_normal": "normal",
+    "random_uniform": "uniform",
+    "xavier": "glorot_normal",
+    "glorot": "glorot_normal",
+    "xavier_normal": "glorot_normal",
+    "xavier_uniform": "glorot_uniform",
+    "he": "he_normal",
+    "kaiming": "he_normal",
+    "kaiming_normal": "he_normal",
+    "kaiming_uniform": "he_uniform",
+    "lecun": "lecun_normal",
+    "eye": "identity",
+    "trunc_normal": "trunc_normal_abs",
+    "pytorch_default": "torch_default",
+}
+
+
+def _register(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    try:
+        dims = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"shape must be an int or a tuple of ints; got shape={shape!r}") from None
+    if any(d < 0 for d in dims):
+        raise ValueError(f"shape must have non-negative dims; got shape={dims}")
+    return dims
+
+
+def _out(values: np.ndarray, dtype: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).astype(dtype, copy=False)
+
+
+# --- constants ------------------------------------------------------------------------------
+
+@_register
+def zeros(shape, *, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """All zeros. Keeps every unit of a layer identical (no symmetry breaking)."""
+    return np.zeros(_shape(shape), dtype=dtype)
+
+
+@_register
+def ones(shape, *, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """All ones."""
+    return np.ones(_shape(shape), dtype=dtype)
+
+
+@_register
+def constant(shape, *, value: float = 0.0, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """Every entry equal to ``value``."""
+    return np.full(_shape(shape), float(value), dtype=dtype)
+
+
+# --- plain distributions ----------------------------------------------------------------------
+
+@_register
+def normal(shape, *, mean: float = 0.0, std: float = 1.0, rng: RngLike = None,
+           dtype=Float) -> np.ndarray:
+    """N(mean, std^2) (PyTorch ``normal_``; Keras ``RandomNormal`` defaults to std 0.05)."""
+    std = check_positive("std", std, allow_zero=True)
+    return _out(float(mean) + std * as_rng(rng).standard_normal(_shape(shape)), dtype)
+
+
+@_register
+def scaled_normal(shape, *, scale: float = 1.0, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """N(0, 1) * scale: the sources' ``Initializer(scale)`` (scale 0 gives zeros, 10 'large')."""
+    return normal(shape, std=check_positive("scale", scale, allow_zero=True), rng=rng,
+                  dtype=dtype)
+
+
+@_register
+def uniform(shape, *, low: float = 0.0, high: float = 1.0, rng: RngLike = None,
+            dtype=Float) -> np.ndarray:
+    """U[low, high) (PyTorch ``uniform_``; JAX ``uniform(s)`` is low=0, high=s)."""
+    if not (np.isfinite(low) and np.isfinite(high)) or low > high:
+        raise ValueError(f"uniform needs finite low <= high; got low={low!r}, high={high!r}")
+    return _out(as_rng(rng).uniform(float(low), float(high), _shape(shape)), dtype)
+
+
+@cache
+def truncated_std(bound: float) -> float:
+    """Std of the standard normal truncated to [-bound, bound]; 0.87962566103423978 at 2."""
+    return float(stats.truncnorm.std(-bound, bound))
+
+
+@_register
+def truncated_normal(shape, *, mean: float = 0.0, std: float = 1.0, bound: float = 2.0,
+                     rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """Normal truncated at ``bound`` standard deviations, rescaled to have exactly ``std``.
+
+    The underlying normal has sigma = std / c(bound), c(2) = 0.87962566103423978, so draws lie in
+    mean +- bound * sigma and their std is ``std`` (Keras/JAX ``variance_scaling`` truncation).
+    """
+    std = check_positive("std", std, allow_zero=True)
+    bound = check_positive("bound", bound)
+    sigma = std / truncated_std(bound)
+    draws = stats.truncnorm.rvs(-bound, bound, size=_shape(shape), random_state=as_rng(rng))
+    return _out(float(mean) + sigma * draws, dtype)
+
+
+@_register
+def trunc_normal_abs(shape, *, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
+                     b: float = 2.0, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """N(mean, std^2) truncated to the ABSOLUTE interval [a, b], no rescaling (PyTorch
+    ``trunc_normal_``): with the defaults and std=1 the draws' std is 0.88, not 1."""
+    std = check_positive("std", std)
+    if not a < b:
+        raise ValueError(f"trunc_normal_abs needs a < b; got a={a!r}, b={b!r}")
+    lo, hi = (a - mean) / std, (b - mean) / std
+    draws = stats.truncnorm.rvs(lo, hi, loc=mean, scale=std, size=_shape(shape),
+                                random_state=as_rng(rng))
+    return _out(draws, dtype)
+
+
+# --- variance scaling: the general case and its specializations -------------------------------
+
+@_register
+def variance_scaling(shape, *, scale: float = 1.0, mode: Mode = "fan_in",
+                     distribution: Distribution = "truncated_normal", rng: RngLike = None,
+                     dtype=Float) -> np.ndarray:
+    """Weights of variance ``scale / n``, n = fan_in, fan_out or (fan_in + fan_out) / 2.
+
+    normal: N(0, scale/n); truncated_normal: the same std, truncated at 2 std (corrected, see
+    :func:`truncated_normal`); uniform: U(-limit, limit) with limit = sqrt(3 * scale / n).
+    fan_in preserves the forward signal's variance, fan_out the backward gradient's, fan_avg
+    compromises (Glorot & Bengio 2010). Keras ``VarianceScaling``, JAX ``variance_scaling``.
+    """
+    scale = check_positive("scale", scale, allow_zero=True)
+    check_choice("mode", mode, MODES)
+    check_choice("distribution", distribution, DISTRIBUTIONS)
+    std = math.sqrt(scale / fan(_shape(shape), mode))
+    if distribution == "normal":
+        return normal(shape, std=std, rng=rng, dtype=dtype)
+    if distribution == "truncated_normal":
+        return truncated_normal(shape, std=std, rng=rng, dtype=dtype)
+    limit = math.sqrt(3.0) * std
+    return uniform(shape, low=-limit, high=limit, rng=rng, dtype=dtype)
+
+
+@_register
+def glorot_normal(shape, *, gain: float = 1.0, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """N(0, gain^2 * 2 / (fan_in + fan_out)). Glorot & Bengio 2010; PyTorch ``xavier_normal_``."""
+    return variance_scaling(shape, scale=gain**2, mode="fan_avg", distribution="normal",
+                            rng=rng, dtype=dtype)
+
+
+@_register
+def glorot_uniform(shape, *, gain: float = 1.0, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """U(-l, l), l = gain * sqrt(6 / (fan_in + fan_out)). Glorot & Bengio 2010, eq. 16."""
+    return variance_scaling(shape, scale=gain**2, mode="fan_avg", distribution="uniform",
+                            rng=rng, dtype=dtype)
+
+
+@_register
+def he_normal(shape, *, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: str = "relu",
+              rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """N(0, gain^2 / fan), gain = calculate_gain(nonlinearity, a): 2 / fan_in for ReLU.
+    He et al. 2015 ("Delving deep into rectifiers"), eq. 10; PyTorch ``kaiming_normal_``."""
+    return variance_scaling(shape, scale=_kaiming_gain(nonlinearity, a) ** 2, mode=mode,
+                            distribution="normal", rng=rng, dtype=dtype)
+
+
+@_register
+def he_uniform(shape, *, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: str = "relu",
+               rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """U(-l, l), l = gain * sqrt(3 / fan): sqrt(6 / fan_in) for ReLU. He et al. 2015;
+    PyTorch ``kaiming_uniform_``."""
+    return variance_scaling(shape, scale=_kaiming_gain(nonlinearity, a) ** 2, mode=mode,
+                            distribution="uniform", rng=rng, dtype=dtype)
+
+
+def _kaiming_gain(nonlinearity: str, a: float) -> float:
+    # PyTorch passes `a` as the leaky_relu slope and ignores it for other nonlinearities.
+    return calculate_gain(nonlinearity, a if nonlinearity == "leaky_relu" else None)
+
+
+@_register
+def lecun_normal(shape, *, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """N(0, 1 / fan_in). LeCun et al. 1998 ("Efficient backprop"); with SELU, Klambauer et al.
+    2017."""
+    return variance_scaling(shape, scale=1.0, mode="fan_in", distribution="normal", rng=rng,
+                            dtype=dtype)
+
+
+@_register
+def lecun_uniform(shape, *, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """U(-l, l), l = sqrt(3 / fan_in). LeCun et al. 1998."""
+    return variance_scaling(shape, scale=1.0, mode="fan_in", distribution="uniform", rng=rng,
+                            dtype=dtype)
+
+
+@_register
+def torch_default(shape, *, fan_in: int | None = None, rng: RngLike = None,
+                  dtype=Float) -> np.ndarray:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's ``nn.Linear``/``nn.ConvNd`` default.
+
+    For weights this is ``kaiming_uniform_(a=sqrt(5))``; a bias (1-D shape) uses the same bound
+    with its layer's ``fan_in``, which the layer passes in.
+    """
+    if len(_shape(shape)) >= 2:
+        fan_in = compute_fans(_shape(shape))[0]
+    elif fan_in is None:
+        raise ValueError(f"torch_default for a bias of shape={_shape(shape)} needs its layer's "
+                         f"fan_in; got fan_in=None")
+    bound = 1.0 / math.sqrt(check_positive("fan_in", fan_in))
+    return uniform(shape, low=-bound, high=bound, rng=rng, dtype=dtype)
+
+
+# --- structured -------------------------------------------------------------------------------
+
+@_register
+def orthogonal(shape, *, gain: float = 1.0, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """A Haar-random (semi-)orthogonal matrix times gain: W^T W = gain^2 I when tall, W W^T when
+    wide. Saxe et al. 2014. Leading dims are flattened into rows, the output axis is columns.
+
+    QR of a Gaussian matrix with the signs of R's diagonal moved into Q, so that Q is Haar
+    distributed (Mezzadri 2007), not biased by the QR convention.
+    """
+    dims = _shape(shape)
+    if len(dims) < 2:
+        raise ValueError(f"orthogonal needs a shape with at least 2 dims; got shape={dims}")
+    cols = dims[-1]
+    rows = math.prod(dims[:-1])
+    gaussian = as_rng(rng).standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(gaussian)
+    q *= np.where(np.diagonal(r) < 0, -1.0, 1.0)
+    if rows < cols:
+        q = q.T
+    return _out(float(gain) * q.reshape(dims), dtype)
+
+
+@_register
+def identity(shape, *, gain: float = 1.0, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """gain * I (ones on the main diagonal of a rectangular matrix). PyTorch ``eye_``."""
+    dims = _shape(shape)
+    if len(dims) != 2:
+        raise ValueError(f"identity needs a 2-D shape; got shape={dims}")
+    return float(gain) * np.eye(*dims, dtype=dtype)
+
+
+@_register
+def sparse(shape, *, sparsity: float = 0.9, std: float = 0.01, rng: RngLike = None,
+           dtype=Float) -> np.ndarray:
+    """N(0, std^2) with ceil(sparsity * fan_out) of each input unit's outgoing weights set to 0.
+
+    PyTorch ``sparse_`` (which zeroes that many entries of every column of its (out, in)
+    weight, i.e. of each input's outgoing weights); after Martens 2010.
+    """
+    dims = _shape(shape)
+    if len(dims) != 2:
+        raise ValueError(f"sparse needs a 2-D shape; got shape={dims}")
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1]; got sparsity={sparsity!r}")
+    rng = as_rng(rng)
+    weights = normal(dims, std=std, rng=rng)
+    n_zero = math.ceil(sparsity * dims[1])
+    zero_cols = rng.random(dims).argsort(axis=1)[:, :n_zero]
+    weights[np.arange(dims[0])[:, None], zero_cols] = 0.0
+    return _out(weights, dtype)
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+class Initializer:
+    """A registered initializer with its parameters bound: ``init(shape, rng=..., dtype=...)``."""
+
+    def __init__(self, name: str, fn: Callable[..., np.ndarray], params: Mapping[str, Any]):
+        self.name, self.fn, self.params = name, fn, dict(params)
+
+    @property
+    def needs_fan_in(self) -> bool:
+        """Whether a bias drawn with it needs its layer's fan_in (PyTorch's default bias)."""
+        return "fan_in" in _parameters(self.fn) and "fan_in" not in self.params
+
+    def __call__(self, shape, *, rng: RngLike = None, dtype=Float, **extra) -> np.ndarray:
+        return self.fn(shape, rng=rng, dtype=dtype, **self.params, **extra)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{self.name}({args})" if args else self.name
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Initializer) and self.fn is other.fn
+                and self.params == other.params)
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(sorted(self.params.items(), key=str))))
+
+
+def _parameters(fn: Callable) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(fn).parameters)
+
+
+def canonical_name(name: str) -> str:
+    """The registry name for a name or alias; ValueError with a suggestion if unknown."""
+    if not isinstance(name, str):
+        raise TypeError(f"initializer name must be a str; got {name!r}")
+    key = name.lower()
+    key = ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown initializer {name!r}{suggest(key, [*_REGISTRY, *ALIASES])}; "
+                         f"`initlab list` shows them all")
+    return key
+
+
+def get(spec: str | Mapping[str, Any] | Callable | Initializer) -> Initializer:
+    """Resolve a name, a ``{"name": ..., **params}`` mapping or a callable to an Initializer.
+
+    >>> get({"name": "normal", "std": 0.1})((3, 2), rng=0).shape
+    (3, 2)
+    """
+    if isinstance(spec, Initializer):
+        return spec
+    if isinstance(spec, str):
+        name = canonical_name(spec)
+        return Initializer(name, _REGISTRY[name], {})
+    if isinstance(spec, Mapping):
+        if "name" not in spec:
+            raise ValueError(f"an initializer mapping needs a 'name' key; got {dict(spec)!r}")
+        name = canonical_name(spec["name"])
+        fn = _REGISTRY[name]
+        params = {k: v for k, v in spec.items() if k != "name"}
+        allowed = [p for p in _parameters(fn) if p not in ("shape", "rng", "dtype")]
+        for key in params:
+            if key not in allowed:
+                raise ValueError(f"{name} takes no parameter {key!r}{suggest(key, allowed)}; "
+                                 f"its parameters: {', '.join(allowed) or 'none'}")
+        return Initializer(name, fn, params)
+    if callable(spec):
+        return Initializer(getattr(spec, "__name__", type(spec).__name__), spec, {})
+    raise TypeError(f"initializer must be a name, a mapping with 'name' or a callable; "
+                    f"got {spec!r}")
+
+
+def available(pattern: str = "*") -> list[str]:
+    """Canonical initializer names matching a shell-style pattern, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def describe(name: str) -> str:
+    """The first line of an initializer's docstring."""
+    return (_REGISTRY[canonical_name(name)].__doc__ or "").strip().splitlines()[0]
+
+
+def aliases_of(name: str) -> list[str]:
+    """The aliases that resolve to a canonical name."""
+    return sorted(a for a, target in ALIASES.items() if target == name)
