@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_moons
 
-from initlab.nn import Dense, GradcheckError, Sequential, gradcheck, sweep
-from initlab.nn import activations, losses
+from initlab.nn import Dense, GradcheckError, Sequential, activations, gradcheck, losses, sweep
 
 HIDDEN = [a for a in activations.available() if a != "softmax"]
 # (loss, output activation, output units)
@@ -185,7 +184,7 @@ def test_replica_init_is_bit_identical_to_standalone_model():
     batched = _moons_net().build(2, **sweep(VARIANTS, SEEDS))
     assert batched.replicas == 6
     r = 0
-    for name, init in VARIANTS.items():
+    for _name, init in VARIANTS.items():
         for seed in SEEDS:
             alone = _standalone(init, seed)
             for layer, ref in zip(batched.layers, alone.layers, strict=True):

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
-from scipy import integrate, stats
 
 from initlab._validate import suggest
 
@@ -58,6 +57,7 @@ def gaussian_mean(f: Callable[[np.ndarray], np.ndarray], std: float = 1.0) -> fl
 
     The integral is split at 0 so that kinks there (ReLU and friends) cost no accuracy.
     """
+    from scipy import integrate, stats  # imported here: scipy.stats costs a second at start-up
     def integrand(z: float) -> float:
         return float(f(np.float64(z * std))) * stats.norm.pdf(z)
 

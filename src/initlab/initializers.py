@@ -26,7 +26,6 @@ from functools import cache
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
 
 from initlab._validate import RngLike, as_rng, check_choice, check_positive, suggest
 from initlab.fans import MODES, Mode, calculate_gain, compute_fans, fan
@@ -125,6 +124,7 @@ def uniform(shape, *, low: float = 0.0, high: float = 1.0, rng: RngLike = None,
 @cache
 def truncated_std(bound: float) -> float:
     """Std of the standard normal truncated to [-bound, bound]; 0.87962566103423978 at 2."""
+    from scipy import stats  # imported where used: scipy.stats is slow to import
     return float(stats.truncnorm.std(-bound, bound))
 
 
@@ -136,6 +136,8 @@ def truncated_normal(shape, *, mean: float = 0.0, std: float = 1.0, bound: float
     The underlying normal has sigma = std / c(bound), c(2) = 0.87962566103423978, so draws lie in
     mean +- bound * sigma and their std is ``std`` (Keras/JAX ``variance_scaling`` truncation).
     """
+    from scipy import stats
+
     std = check_positive("std", std, allow_zero=True)
     bound = check_positive("bound", bound)
     sigma = std / truncated_std(bound)
@@ -148,6 +150,8 @@ def trunc_normal_abs(shape, *, mean: float = 0.0, std: float = 1.0, a: float = -
                      b: float = 2.0, rng: RngLike = None, dtype=Float) -> np.ndarray:
     """N(mean, std^2) truncated to the ABSOLUTE interval [a, b], no rescaling (PyTorch
     ``trunc_normal_``): with the defaults and std=1 the draws' std is 0.88, not 1."""
+    from scipy import stats
+
     std = check_positive("std", std)
     if not a < b:
         raise ValueError(f"trunc_normal_abs needs a < b; got a={a!r}, b={b!r}")
@@ -383,8 +387,9 @@ def available(pattern: str = "*") -> list[str]:
 
 
 def describe(name: str) -> str:
-    """The first line of an initializer's docstring."""
-    return (_REGISTRY[canonical_name(name)].__doc__ or "").strip().splitlines()[0]
+    """The first paragraph of an initializer's docstring, on one line."""
+    doc = (_REGISTRY[canonical_name(name)].__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(doc.replace("``", "").split())
 
 
 def aliases_of(name: str) -> list[str]:

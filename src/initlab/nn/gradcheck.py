@@ -60,7 +60,7 @@ def gradcheck(model: Sequential, X: Any, y: Any, *, eps: float = 1e-6, tol: floa
     hooks, model._hooks = model._hooks, {"forward": [], "backward": []}
 
     def loss() -> np.ndarray:
-        model._forward(X)
+        model._forward(X, training=True)
         return model.loss.value(model._loss_input(), y)
 
     errors = {}

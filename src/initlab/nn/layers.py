@@ -88,13 +88,15 @@ class Dense:
 
     # --- forward and backward -----------------------------------------------------------------
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, *, activate: bool = True) -> np.ndarray:
+        """The layer's output; with ``activate=False`` (an output layer whose loss fuses the
+        activation) only the pre-activation z, which is returned."""
         z = x @ self.params["W"]
         if self.use_bias:
             z += self.params["b"]
-        a = self.activation.forward(z)
+        a = self.activation.forward(z) if activate else None
         self._cache = (x, z, a)
-        return a
+        return z if a is None else a
 
     def backward(self, grad: np.ndarray, *, wrt_preactivation: bool = False,
                  need_input_grad: bool = True) -> np.ndarray | None:

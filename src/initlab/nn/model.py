@@ -173,10 +173,12 @@ class Sequential:
 
     # --- computation --------------------------------------------------------------------------
 
-    def _forward(self, X: np.ndarray) -> np.ndarray:
+    def _forward(self, X: np.ndarray, *, training: bool = False) -> np.ndarray:
+        # training with a fused loss needs only the logits of the last layer
+        skip_last = training and self.fused and not self._hooks["forward"]
         a = X
         for i, layer in enumerate(self.layers):
-            a = layer.forward(a)
+            a = layer.forward(a, activate=not (skip_last and i == len(self.layers) - 1))
             for hook in self._hooks["forward"]:
                 hook(i, layer, a)
         return a
@@ -199,7 +201,7 @@ class Sequential:
         """Forward and backward once without updating; per-replica loss, gradients in
         ``layer.grads``."""
         X, y = self._prepare(X, y)
-        self._forward(X)
+        self._forward(X, training=True)
         cost = self.loss.value(self._loss_input(), y)
         self._backward(y)
         return cost
@@ -283,17 +285,17 @@ class Sequential:
             epoch = self.epochs_trained
             log = (log_every and epoch % log_every == 0) or _ == epochs - 1
             if full_batch:
-                self._forward(X)
+                self._forward(X, training=True)
                 if log:
                     self._log(epoch, self.loss.value(self._loss_input(), y), verbose)
                 self._backward(y)
                 self.optimizer.step(params, self.gradients())
             else:
                 if log:
-                    self._forward(X)
+                    self._forward(X, training=True)
                     self._log(epoch, self.loss.value(self._loss_input(), y), verbose)
                 for xb, yb in self._batches(X, y, batch_size, shuffle):
-                    self._forward(xb)
+                    self._forward(xb, training=True)
                     self._backward(yb)
                     self.optimizer.step(params, self.gradients())
             self.epochs_trained += 1

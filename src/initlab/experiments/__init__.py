@@ -1,0 +1,1 @@
+"""The experiment cards of EXPERIMENTS.md, one module each."""

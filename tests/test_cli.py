@@ -1,0 +1,58 @@
+"""The command line: each command runs end to end and says what went wrong."""
+
+import subprocess
+import sys
+
+import pytest
+
+import initlab
+from initlab import initializers
+from initlab.cli import main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"initlab {initlab.__version__}"
+
+
+def test_list_shows_every_initializer_with_its_aliases(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in initializers.available():
+        assert name in out
+    assert "kaiming_normal" in out and "xavier_uniform" in out
+
+
+def test_list_filters_by_pattern(capsys):
+    assert main(["list", "he_*"]) == 0
+    out = capsys.readouterr().out
+    assert "he_normal" in out and "he_uniform" in out and "glorot" not in out
+
+
+def test_gradcheck_passes_and_reports_every_combination(capsys):
+    assert main(["gradcheck", "--activation", "tanh", "--loss", "mse"]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 3 combinations pass" in out
+
+
+def test_gradcheck_exits_1_when_backward_is_wrong(capsys, monkeypatch):
+    from initlab.nn import activations
+
+    monkeypatch.setattr(activations.Sigmoid, "backward", lambda self, z, a, da: da * a)
+    assert main(["gradcheck", "--activation", "sigmoid", "--loss", "mse"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_named(capsys):
+    assert main(["gradcheck", "--activation", "rleu"]) == 2
+    assert "did you mean 'relu'" in capsys.readouterr().out
+    assert main(["gradcheck", "--layers", "4,x"]) == 2
+    assert "layers must be comma-separated ints" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    done = subprocess.run([sys.executable, "-m", "initlab.cli", "--help"], capture_output=True,
+                          text=True, check=True)
+    assert "gradcheck" in done.stdout and "list" in done.stdout
