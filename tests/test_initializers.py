@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from math import sqrt
 
 import numpy as np
 import pytest
@@ -63,14 +64,15 @@ def expected_std(family: str, scale: float) -> float:
 
 
 def ks_p(sample: np.ndarray, dist) -> float:
-    return stats.kstest(np.ravel(sample), dist.cdf).pvalue
+    # the asymptotic Kolmogorov distribution is accurate at these sizes (>= 8000 draws) and,
+    # unlike scipy's exact one, costs nothing when p is tiny
+    return stats.kstest(np.ravel(sample), dist.cdf, method="asymp").pvalue
 
 
 def draw(name: str, params: dict, shape, rng=SEED) -> np.ndarray:
     return getattr(initializers, name)(shape, rng=rng, **params)
 
 
-sqrt = math.sqrt
 LEAKY_02 = sqrt(2.0 / (1.0 + 0.2**2))  # He et al. 2015, eq. 15 with slope a = 0.2
 
 # (initializer, params, family, loc, scale(fan_in, fan_out)); scale is the std, for "uniform" the
@@ -267,12 +269,8 @@ def test_trunc_normal_abs_defaults_std():
     assert np.std(sample) == pytest.approx(C2, rel=0.02)  # no variance correction
 
 
-# --- known defect: `a` silently ignored -----------------------------------------------------------
+# --- `a` is the leaky_relu slope, as in PyTorch ---------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "he_normal/he_uniform default to nonlinearity='relu' and _kaiming_gain drops `a` for any "
-    "nonlinearity but leaky_relu, so he_*(shape, a=0.2) silently returns the ReLU gain sqrt(2); "
-    "PyTorch's kaiming_*_(w, a=0.2) (default nonlinearity='leaky_relu') gives sqrt(2/1.04)"))
 @pytest.mark.parametrize(("name", "family", "scale"), [
     ("he_normal", "normal", LEAKY_02 / sqrt(300)),
     ("he_uniform", "uniform", LEAKY_02 * sqrt(3 / 300)),
@@ -287,9 +285,6 @@ def test_he_with_slope_a_is_not_silently_relu(name, family, scale):
                                atol=1e-12 * scale)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "initializers._shape (and fans.compute_fans) pass every dim through int(), so a "
-    "non-integer dim such as 2.5 is silently truncated to 2 instead of raising"))
 @pytest.mark.parametrize("shape", [(2.5, 3), 2.9])
 def test_non_integer_shape_is_rejected(shape):
     with pytest.raises((TypeError, ValueError), match="shape"):
@@ -392,7 +387,7 @@ RANDOM_NAMES = sorted(set(initializers.available()) - CONSTANT_NAMES)
 @pytest.mark.parametrize("name", RANDOM_NAMES)
 def test_randomness_is_explicit(name):
     fn = getattr(initializers, name)
-    shape = (6, 4)
+    shape = (6, 20)  # wide enough that sparse keeps non-zeros: ceil(0.9 * 20) = 18 < 20
     np.testing.assert_array_equal(fn(shape, rng=7), fn(shape, rng=7))
     assert not np.array_equal(fn(shape, rng=7), fn(shape, rng=8))
     generator = np.random.default_rng(7)
@@ -405,7 +400,7 @@ def test_randomness_is_explicit(name):
 @pytest.mark.parametrize("name", initializers.available())
 def test_float32_is_the_rounded_float64_draw(name):
     fn = getattr(initializers, name)
-    single, double = fn((6, 4), rng=3, dtype=np.float32), fn((6, 4), rng=3)
+    single, double = fn((6, 20), rng=3, dtype=np.float32), fn((6, 20), rng=3)
     assert single.dtype == np.float32 and double.dtype == np.float64
     np.testing.assert_array_equal(single, double.astype(np.float32))
 
@@ -487,41 +482,41 @@ def test_get_callable_and_initializer():
 
 # --- 6. errors name the argument and the value --------------------------------------------------
 
-I = initializers  # noqa: E741
+inits = initializers
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda: I.get("glorot_unifrom"),
+    (lambda: inits.get("glorot_unifrom"),
      "unknown initializer 'glorot_unifrom' (did you mean 'glorot_uniform'?)"),
-    (lambda: I.get({"name": "normal", "sdt": 0.1}),
+    (lambda: inits.get({"name": "normal", "sdt": 0.1}),
      "normal takes no parameter 'sdt' (did you mean 'std'?)"),
-    (lambda: I.get({"std": 0.1}), "needs a 'name' key"),
-    (lambda: I.normal((3, 3), std=-1.0), "std must be finite and >= 0; got std=-1.0"),
-    (lambda: I.truncated_normal((3, 3), std=-0.5), "got std=-0.5"),
-    (lambda: I.trunc_normal_abs((3, 3), std=0.0), "std must be finite and > 0; got std=0.0"),
-    (lambda: I.sparse((3, 3), std=-2.0), "got std=-2.0"),
-    (lambda: I.scaled_normal((3, 3), scale=-1.0), "got scale=-1.0"),
-    (lambda: I.uniform((3, 3), low=2.0, high=1.0), "got low=2.0, high=1.0"),
-    (lambda: I.trunc_normal_abs((3, 3), a=1.0, b=-1.0), "needs a < b; got a=1.0, b=-1.0"),
-    (lambda: I.he_normal((3, 3), mode="fan_inn"),
+    (lambda: inits.get({"std": 0.1}), "needs a 'name' key"),
+    (lambda: inits.normal((3, 3), std=-1.0), "std must be finite and >= 0; got std=-1.0"),
+    (lambda: inits.truncated_normal((3, 3), std=-0.5), "got std=-0.5"),
+    (lambda: inits.trunc_normal_abs((3, 3), std=0.0), "std must be finite and > 0; got std=0.0"),
+    (lambda: inits.sparse((3, 3), std=-2.0), "got std=-2.0"),
+    (lambda: inits.scaled_normal((3, 3), scale=-1.0), "got scale=-1.0"),
+    (lambda: inits.uniform((3, 3), low=2.0, high=1.0), "got low=2.0, high=1.0"),
+    (lambda: inits.trunc_normal_abs((3, 3), a=1.0, b=-1.0), "needs a < b; got a=1.0, b=-1.0"),
+    (lambda: inits.he_normal((3, 3), mode="fan_inn"),
      "mode must be one of fan_in, fan_out, fan_avg; got mode='fan_inn' (did you mean 'fan_in'?)"),
-    (lambda: I.variance_scaling((3, 3), mode="fan_inn"), "got mode='fan_inn' (did you mean"),
-    (lambda: I.variance_scaling((3, 3), distribution="gaussian"),
+    (lambda: inits.variance_scaling((3, 3), mode="fan_inn"), "got mode='fan_inn' (did you mean"),
+    (lambda: inits.variance_scaling((3, 3), distribution="gaussian"),
      "distribution must be one of normal, truncated_normal, uniform; got "
      "distribution='gaussian'"),
-    (lambda: I.variance_scaling((3, 3), distribution="uniforn"), "(did you mean 'uniform'?)"),
-    (lambda: I.he_normal((10,)), "at least 2 dims (fan_in, fan_out); got shape=(10,)"),
-    (lambda: I.glorot_uniform((10,)), "at least 2 dims"),
-    (lambda: I.lecun_normal(10), "at least 2 dims"),
-    (lambda: I.orthogonal((10,)), "at least 2 dims; got shape=(10,)"),
-    (lambda: I.he_normal((0, 5)), "fans must be positive; got shape=(0, 5) (fan_in=0"),
-    (lambda: I.glorot_normal((3, 0, 4, 5)), "fan_in=0, fan_out=0"),
-    (lambda: I.torch_default((5,)), "needs its layer's fan_in; got fan_in=None"),
-    (lambda: I.torch_default((5,), fan_in=0), "fan_in must be finite and > 0; got fan_in=0"),
-    (lambda: I.sparse((4, 4), sparsity=1.5), "sparsity must be in [0, 1]; got sparsity=1.5"),
-    (lambda: I.sparse((4, 4), sparsity=-0.1), "got sparsity=-0.1"),
-    (lambda: I.identity((3, 4, 5)), "identity needs a 2-D shape; got shape=(3, 4, 5)"),
-    (lambda: I.normal((-1, 3)), "non-negative dims; got shape=(-1, 3)"),
+    (lambda: inits.variance_scaling((3, 3), distribution="uniforn"), "(did you mean 'uniform'?)"),
+    (lambda: inits.he_normal((10,)), "at least 2 dims (fan_in, fan_out); got shape=(10,)"),
+    (lambda: inits.glorot_uniform((10,)), "at least 2 dims"),
+    (lambda: inits.lecun_normal(10), "at least 2 dims"),
+    (lambda: inits.orthogonal((10,)), "at least 2 dims; got shape=(10,)"),
+    (lambda: inits.he_normal((0, 5)), "fans must be positive; got shape=(0, 5) (fan_in=0"),
+    (lambda: inits.glorot_normal((3, 0, 4, 5)), "fan_in=0, fan_out=0"),
+    (lambda: inits.torch_default((5,)), "needs its layer's fan_in; got fan_in=None"),
+    (lambda: inits.torch_default((5,), fan_in=0), "fan_in must be finite and > 0; got fan_in=0"),
+    (lambda: inits.sparse((4, 4), sparsity=1.5), "sparsity must be in [0, 1]; got sparsity=1.5"),
+    (lambda: inits.sparse((4, 4), sparsity=-0.1), "got sparsity=-0.1"),
+    (lambda: inits.identity((3, 4, 5)), "identity needs a 2-D shape; got shape=(3, 4, 5)"),
+    (lambda: inits.normal((-1, 3)), "non-negative dims; got shape=(-1, 3)"),
     (lambda: calculate_gain("relux"), "unknown nonlinearity='relux' (did you mean 'relu'?)"),
     (lambda: calculate_gain("gelu", 0.1), "param is used only by leaky_relu; got param=0.1"),
 ])
@@ -531,10 +526,10 @@ def test_error_names_argument_and_value(call, message):
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda: I.normal((2, 2), rng=-1), "got rng=-1"),
-    (lambda: I.normal((2, 2), rng="seed"), "got rng='seed'"),
-    (lambda: I.normal("ab"), "got shape='ab'"),
-    (lambda: I.get(42), "got 42"),
+    (lambda: inits.normal((2, 2), rng=-1), "got rng=-1"),
+    (lambda: inits.normal((2, 2), rng="seed"), "got rng='seed'"),
+    (lambda: inits.normal("ab"), "got shape='ab'"),
+    (lambda: inits.get(42), "got 42"),
 ])
 def test_type_errors_name_the_value(call, message):
     with pytest.raises(TypeError, match=re.escape(message)):

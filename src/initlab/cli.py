@@ -42,6 +42,96 @@ def _gradcheck(args: argparse.Namespace, console: Console) -> int:
     return 1 if failures else 0
 
 
+def _fmt(value: float) -> str:
+    return "-" if value != value else f"{value:.3g}"  # NaN prints as '-'
+
+
+def _inspect(args: argparse.Namespace, console: Console) -> int:
+    from initlab.inspect import THRESHOLDS, inspect_network
+
+    result = inspect_network(args.layers, activation=args.activation, init=args.init,
+                             data=args.data, replicas=args.replicas, batch=args.batch,
+                             seed=args.seed)
+    table = Table(title=f"{args.layers} {args.activation}, init {args.init}, "
+                        f"{args.replicas} replicas, probe batch of {args.batch} from "
+                        f"{result.data}")
+    for column in ("layer", "units", "output std (mean ± sd)", "theory", "dead", "saturated",
+                   "grad std", "verdict"):
+        table.add_column(column, justify="right" if column not in ("verdict",) else "left")
+    colors = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "overflow": "red",
+              "dead": "magenta", "saturated": "magenta"}
+    for row in result.summary:
+        table.add_row(str(row["layer"]), str(row["units"]),
+                      f"{_fmt(row['act_std'])} ± {_fmt(row['act_std_sd'])}",
+                      _fmt(row["theory_std"]), f"{row['dead_fraction']:.0%}",
+                      "-" if row["saturated_fraction"] != row["saturated_fraction"]
+                      else f"{row['saturated_fraction']:.0%}", _fmt(row["grad_std"]),
+                      f"[{colors[row['verdict']]}]{row['verdict']}[/]")
+    console.print(table)
+    console.print(f"theory: mean-field prediction of the output std (sigma_w from the drawn "
+                  f"weights); the output layer has none. Thresholds: {THRESHOLDS}.")
+    if args.out:
+        for path in write_inspection_figures(result, args.out):
+            console.print(f"wrote {path}")
+    return 0
+
+
+def write_inspection_figures(result, out: str) -> list:
+    import numpy as np
+
+    from initlab.report import figures
+
+    hidden = [row for row in result.summary if row["layer"] < len(result.summary) - 1]
+    curve = {"mean": [r["act_std"] for r in hidden], "min": [r["act_std_min"] for r in hidden],
+             "max": [r["act_std_max"] for r in hidden], "theory": [r["theory_std"] for r in hidden]}
+    counts = np.stack([result.probe.histogram(i)[0] for i in range(len(result.summary))])
+    csv = result.table.to_csv(_fresh(out, "layers.csv"))
+    return [figures.std_vs_depth({"measured": curve}, _fresh(out, "std_vs_depth.png"),
+                                 title="output std of each hidden layer (band: min-max over "
+                                       "replicas)"),
+            figures.histogram_image(counts, _fresh(out, "histograms.png"),
+                                    title="outputs of each layer, replica 0"), csv]
+
+
+def _fresh(folder: str, name: str):
+    """folder/name, or folder/name-2... if that exists: results are never overwritten."""
+    from pathlib import Path
+
+    path = Path(folder) / name
+    stem, suffix, k = path.stem, path.suffix, 2
+    while path.exists():
+        path, k = path.with_name(f"{stem}-{k}{suffix}"), k + 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _theory(args: argparse.Namespace, console: Console) -> int:
+    import math
+
+    from initlab import theory
+
+    critical = theory.critical_sigma_w(args.activation, args.sigma_b)
+    sigma_w = critical if args.sigma_w is None else args.sigma_w
+    q = theory.fixed_point(args.activation, sigma_w, args.sigma_b)
+    chi = theory.chi1(args.activation, sigma_w, args.sigma_b)
+    xi_q, xi_c = theory.depth_scales(args.activation, sigma_w, args.sigma_b)
+    phase = "critical" if abs(chi - 1) < 1e-6 else "ordered (vanishing)" if chi < 1 \
+        else "chaotic (exploding)"
+    table = Table(title=f"mean-field theory: {args.activation}, sigma_b = {args.sigma_b:g}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    table.add_row("critical sigma_w", f"{critical:.6g}", "chi_1 = 1: the edge of chaos")
+    table.add_row("sigma_w", f"{sigma_w:.6g}", "weights ~ N(0, sigma_w^2 / fan_in)")
+    table.add_row("q*", f"{q:.6g}", "fixed point of the pre-activation variance")
+    table.add_row("chi_1", f"{chi:.6g}", phase)
+    for name, xi, what in (("xi_q", xi_q, "variance"), ("xi_c", xi_c, "correlation")):
+        table.add_row(name, "inf" if math.isinf(xi) else _fmt(xi),
+                      f"layers for the {what} to reach its fixed point")
+    console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="initlab",
@@ -72,6 +162,35 @@ def build_parser() -> argparse.ArgumentParser:
                       help="largest relative error that passes (default 1e-6)")
     grad.add_argument("--seed", type=int, default=0, help="seed of data and weights (default 0)")
     grad.set_defaults(run=_gradcheck)
+
+    insp = commands.add_parser(
+        "inspect", help="per-layer statistics of a network at init, with the theory beside",
+        description="Build a network, forward and back-propagate one probe batch through "
+                    "every replica, and print each layer's output std (with the mean-field "
+                    "prediction), dead and saturated fractions, gradient std and a verdict.")
+    insp.add_argument("--layers", default="784,512x10,10",
+                      help="widths, WxK repeats W K times (default 784,512x10,10)")
+    insp.add_argument("--activation", default="relu", help="hidden activation (default relu)")
+    insp.add_argument("--init", default="he_normal",
+                      help="weight initializer, see `initlab list` (default he_normal)")
+    insp.add_argument("--data", default="gaussian",
+                      help="fashion-mnist, digits, gaussian (default) or a folder of IDX files")
+    insp.add_argument("--replicas", type=int, default=5, help="independent draws (default 5)")
+    insp.add_argument("--batch", type=int, default=256, help="probe batch size (default 256)")
+    insp.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    insp.add_argument("--out", help="folder for figures and the per-layer CSV (never "
+                                    "overwritten)")
+    insp.set_defaults(run=_inspect)
+
+    theo = commands.add_parser(
+        "theory", help="mean-field critical point and depth scales of an activation",
+        description="The edge of chaos (chi_1 = 1) and the depth scales of a wide network "
+                    "with weights N(0, sigma_w^2/fan_in) and biases N(0, sigma_b^2).")
+    theo.add_argument("--activation", default="tanh", help="activation (default tanh)")
+    theo.add_argument("--sigma-b", type=float, default=0.0, help="bias std (default 0)")
+    theo.add_argument("--sigma-w", type=float, default=None,
+                      help="weight scale to evaluate (default: the critical one)")
+    theo.set_defaults(run=_theory)
     return parser
 
 
@@ -84,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         return args.run(args, console)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]initlab {args.command}: {err}[/]")
         return 2
 

@@ -17,6 +17,7 @@ torch adapter converts before it asks for fans.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import Literal
 
@@ -30,7 +31,10 @@ MODES = ("fan_in", "fan_out", "fan_avg")
 
 def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """Return ``(fan_in, fan_out)`` of a weight of this shape (layout rule in the module doc)."""
-    shape = tuple(int(s) for s in shape)
+    try:  # operator.index: a dim of 2.5 is an error, not a silent 2
+        shape = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"shape must be a tuple of ints; got shape={shape!r}") from None
     if len(shape) < 2:
         raise ValueError(
             f"fans need a weight with at least 2 dims (fan_in, fan_out); got shape={shape}"

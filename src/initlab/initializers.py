@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import math
+import operator
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, Literal
@@ -62,9 +63,10 @@ def _register(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
 
 
 def _shape(shape: Any) -> tuple[int, ...]:
-    try:
-        dims = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
+    try:  # operator.index: 2.5 is an error, not a silent 2
+        dims = (operator.index(shape),) if np.ndim(shape) == 0 else \
+            tuple(operator.index(s) for s in shape)
+    except TypeError:
         raise TypeError(f"shape must be an int or a tuple of ints; got shape={shape!r}") from None
     if any(d < 0 for d in dims):
         raise ValueError(f"shape must have non-negative dims; got shape={dims}")
@@ -201,16 +203,17 @@ def glorot_uniform(shape, *, gain: float = 1.0, rng: RngLike = None, dtype=Float
 
 
 @_register
-def he_normal(shape, *, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: str = "relu",
+def he_normal(shape, *, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: str = "leaky_relu",
               rng: RngLike = None, dtype=Float) -> np.ndarray:
-    """N(0, gain^2 / fan), gain = calculate_gain(nonlinearity, a): 2 / fan_in for ReLU.
-    He et al. 2015 ("Delving deep into rectifiers"), eq. 10; PyTorch ``kaiming_normal_``."""
+    """N(0, gain^2 / fan), gain = calculate_gain(nonlinearity, a): 2 / fan_in for ReLU (a = 0).
+    He et al. 2015 ("Delving deep into rectifiers"), eq. 10; PyTorch ``kaiming_normal_``, whose
+    default nonlinearity, leaky_relu with slope a, it shares."""
     return variance_scaling(shape, scale=_kaiming_gain(nonlinearity, a) ** 2, mode=mode,
                             distribution="normal", rng=rng, dtype=dtype)
 
 
 @_register
-def he_uniform(shape, *, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: str = "relu",
+def he_uniform(shape, *, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: str = "leaky_relu",
                rng: RngLike = None, dtype=Float) -> np.ndarray:
     """U(-l, l), l = gain * sqrt(3 / fan): sqrt(6 / fan_in) for ReLU. He et al. 2015;
     PyTorch ``kaiming_uniform_``."""
@@ -219,8 +222,13 @@ def he_uniform(shape, *, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: st
 
 
 def _kaiming_gain(nonlinearity: str, a: float) -> float:
-    # PyTorch passes `a` as the leaky_relu slope and ignores it for other nonlinearities.
-    return calculate_gain(nonlinearity, a if nonlinearity == "leaky_relu" else None)
+    # `a` is the leaky_relu slope; PyTorch silently ignores it for other nonlinearities
+    if nonlinearity == "leaky_relu":
+        return calculate_gain(nonlinearity, a)
+    if a != 0:
+        raise ValueError(f"a is the leaky_relu slope; got a={a!r} with "
+                         f"nonlinearity={nonlinearity!r}")
+    return calculate_gain(nonlinearity)
 
 
 @_register

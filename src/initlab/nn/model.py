@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from initlab import initializers
 from initlab._validate import RngLike, as_rng, check_dtype
@@ -397,13 +398,8 @@ def _fit_chunk(chunk: np.ndarray) -> dict[str, Any]:
     X = X[chunk] if X.ndim == 3 else X
     y = y[chunk] if y.ndim == 3 and y.shape[0] == model.replicas else y
     logged = len(sub.history["cost"])
-    try:  # one BLAS thread per worker: the workers already fill the cores
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+    with threadpool_limits(1):  # one BLAS thread per worker: the workers fill the cores
         sub._fit(X, y, **args)
-    else:
-        with threadpool_limits(1):
-            sub._fit(X, y, **args)
     new_costs = sub.history["cost"][logged:]
     return {"params": [layer.params for layer in sub.layers],
             "rng_states": [gen.bit_generator.state for gen in sub.rngs],

@@ -1,0 +1,153 @@
+"""Datasets: moons, scikit-learn's bundled digits, MNIST-format IDX files, Gaussian noise.
+
+Images come back as float64 rows (n, pixels) scaled to [0, 1], labels as int64. Standardise
+with :func:`standardize`, which applies the TRAINING set's mean and std to both splits.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from initlab._validate import RngLike, as_rng
+
+# Debian's dataset-fashion-mnist package puts the IDX files here
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass
+class Split:
+    """A train/test split and where it came from."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    name: str
+    source: str
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+class IDXError(ValueError):
+    """An IDX file that is truncated, corrupt or not IDX at all."""
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (MNIST format; gzipped if the name ends in .gz).
+
+    The header is checked before anything is allocated: magic number (two zero bytes, a type
+    code, the number of dims), the dims, and that the file holds exactly the data they announce.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as err:
+        raise IDXError(f"cannot read IDX file {path}: {err}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise IDXError(f"{path} is not an IDX file: bad magic number {raw[:4].hex() or 'empty'}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise IDXError(f"{path}: truncated header ({len(raw)} bytes for {ndim} dims)")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    expected = header + math.prod(dims) * dtype.itemsize
+    if len(raw) != expected:
+        state = "truncated" if len(raw) < expected else "longer than its header says"
+        raise IDXError(f"{path} is {state}: dims {dims} need {expected} bytes, file has "
+                       f"{len(raw)}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(f"no {stem}[.gz] in {directory}: an MNIST-format folder holds "
+                            f"train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                            f"t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (gzipped or not)")
+
+
+def load_idx_dir(directory: str | Path, name: str | None = None, limit: int | None = None
+                 ) -> Split:
+    """MNIST or Fashion-MNIST from a folder of the four standard IDX files; ``limit`` keeps the
+    first that many images of each split (converting 60,000 images to float takes seconds)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"data directory {directory} does not exist")
+    parts = []
+    for split in ("train", "t10k"):
+        images = read_idx(_find(directory, f"{split}-images-idx3-ubyte"))
+        labels = read_idx(_find(directory, f"{split}-labels-idx1-ubyte"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise IDXError(f"{directory}: {split} images {images.shape} and labels "
+                           f"{labels.shape} do not match")
+        images, labels = images[:limit], labels[:limit]
+        parts += [images.reshape(len(images), -1) / 255.0, labels.astype(np.int64)]
+    return Split(*parts, name=name or directory.name, source=str(directory))
+
+
+def digits(test_fraction: float = 0.25) -> Split:
+    """scikit-learn's bundled 8x8 digits (1,797 images, no download), split in a fixed order."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    X, y = bunch.data / 16.0, bunch.target.astype(np.int64)
+    cut = int(round(len(X) * (1 - test_fraction)))
+    return Split(X[:cut], y[:cut], X[cut:], y[cut:], name="digits",
+                 source="sklearn.datasets.load_digits")
+
+
+def image_data(data: str | Path | None = None, limit: int | None = None) -> Split:
+    """The image data a card or command asks for: a folder of IDX files, 'fashion-mnist'
+    (Debian's package), 'digits', or None: Fashion-MNIST where installed, else digits."""
+    if data is None:
+        return load_idx_dir(FASHION_MNIST_DIR, "fashion-mnist", limit) \
+            if FASHION_MNIST_DIR.is_dir() else digits()
+    if str(data) == "digits":
+        return digits()
+    if str(data) == "fashion-mnist":
+        if not FASHION_MNIST_DIR.is_dir():
+            raise FileNotFoundError(f"Fashion-MNIST is not installed at {FASHION_MNIST_DIR}: "
+                                    f"apt-get install dataset-fashion-mnist, or pass a folder")
+        return load_idx_dir(FASHION_MNIST_DIR, "fashion-mnist", limit)
+    return load_idx_dir(data, limit=limit)
+
+
+def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Subtract the training set's mean and divide by its std (one scalar each, over all
+    pixels), in BOTH splits: the test set is put on the training set's scale."""
+    mean, std = float(X_train.mean()), float(X_train.std())
+    if std == 0:
+        raise ValueError("the training set has std 0: every value is the same")
+    return (X_train - mean) / std, (X_test - mean) / std, {"mean": mean, "std": std}
+
+
+def moons(seed: int, n_train: int = 400, n_test: int = 100, noise: float = 0.2
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two interleaved half-moons (scikit-learn), train and test drawn from one seed's
+    independent streams."""
+    from sklearn.datasets import make_moons
+
+    train_state, test_state = np.random.SeedSequence(seed).generate_state(2)
+    X, y = make_moons(n_train, noise=noise, random_state=int(train_state))
+    X_test, y_test = make_moons(n_test, noise=noise, random_state=int(test_state))
+    return X, y, X_test, y_test
+
+
+def gaussian(n: int, features: int, classes: int = 10, *, rng: RngLike = None) -> Split:
+    """Standard normal inputs with random labels: a probe batch with no structure."""
+    rng = as_rng(rng)
+    X = rng.standard_normal((2 * n, features))
+    y = rng.integers(0, classes, 2 * n)
+    return Split(X[:n], y[:n], X[n:], y[n:], name="gaussian", source="N(0, 1) noise")

@@ -1,0 +1,1 @@
+"""Figures (matplotlib) and, from saved results, the HTML / Markdown report."""

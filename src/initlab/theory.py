@@ -1,0 +1,184 @@
+"""Mean-field signal propagation through a wide fully connected network at initialization.
+
+Weights have variance sigma_w^2 / fan_in, biases variance sigma_b^2. In the infinite-width limit
+each pre-activation is Gaussian with variance q_l (Poole et al. 2016, eq. 3):
+
+    q_l = sigma_w^2 E[phi(sqrt(q_{l-1}) z)^2] + sigma_b^2,            z ~ N(0, 1)
+
+and two inputs' correlation follows the correlation map (eq. 5). Its slope at c = 1,
+
+    chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2],
+
+separates order (chi_1 < 1: inputs collapse together, gradients vanish) from chaos (chi_1 > 1:
+they decorrelate, gradients explode); chi_1 = 1 is the critical initialization, which gives
+He (sigma_w^2 = 2) for ReLU and sigma_w = 1 for tanh at sigma_b = 0. The depth scales over which
+q and c approach their fixed points are xi_q and xi_c (Schoenholz et al. 2017, eqs. 5 and 9).
+
+Gaussian expectations use Gauss-Hermite quadrature with an even number of nodes, so no node sits
+on the kink at 0 and ReLU's moments come out exact by symmetry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import cache
+
+import numpy as np
+from scipy import optimize, special
+
+from initlab._validate import check_positive
+from initlab.nn import activations
+
+Phi = Callable[[np.ndarray], np.ndarray]
+_NODES = 200
+
+
+@cache
+def _hermite(n: int = _NODES) -> tuple[np.ndarray, np.ndarray]:
+    x, w = special.roots_hermitenorm(n)
+    return x, w / math.sqrt(2.0 * math.pi)  # weights of E[f(z)], z ~ N(0, 1)
+
+
+def _expect(f: Callable[[np.ndarray], np.ndarray]) -> float:
+    x, w = _hermite()
+    return float(np.dot(w, f(x)))
+
+
+def _expect2(f: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> float:
+    """E[f(z1, z2)] for independent standard normals, on the product grid."""
+    x, w = _hermite(60)
+    return float(w @ f(x[:, None], x[None, :]) @ w)
+
+
+def _functions(activation: str | Phi) -> tuple[Phi, Phi, Phi]:
+    """phi, phi' and phi'' of a named activation (analytic phi') or any callable (differences)."""
+    if isinstance(activation, str) or isinstance(activation, activations.Activation):
+        act = activations.get(activation)
+        phi = act.forward
+
+        def dphi(z):
+            z = np.asarray(z, dtype=float)
+            return act.backward(z, phi(z), np.ones_like(z))
+    elif callable(activation):
+        phi = activation
+
+        def dphi(z, h=1e-5):
+            return (phi(z + h) - phi(z - h)) / (2 * h)
+    else:
+        raise TypeError(f"activation must be a name or a callable; got activation={activation!r}")
+
+    def d2phi(z, h=1e-4):
+        return (dphi(z + h) - dphi(z - h)) / (2 * h)
+
+    return phi, dphi, d2phi
+
+
+def _check(sigma_w: float, sigma_b: float) -> tuple[float, float]:
+    return check_positive("sigma_w", sigma_w), check_positive("sigma_b", sigma_b, allow_zero=True)
+
+
+def variance_map(activation: str | Phi, q: float, sigma_w: float, sigma_b: float = 0.0) -> float:
+    """One layer of the variance recursion: the next pre-activation variance given q."""
+    sigma_w, sigma_b = _check(sigma_w, sigma_b)
+    phi = _functions(activation)[0]
+    return sigma_w**2 * _expect(lambda z: phi(math.sqrt(q) * z) ** 2) + sigma_b**2
+
+
+def propagate(activation: str | Phi, sigma_w: float, sigma_b: float, q0: float,
+              depth: int) -> np.ndarray:
+    """q_1 ... q_depth: pre-activation variances of a depth-layer network whose input has
+    mean square q0 (so q_1 = sigma_w^2 q0 + sigma_b^2, the first layer being linear in x)."""
+    sigma_w, sigma_b = _check(sigma_w, sigma_b)
+    q = [sigma_w**2 * q0 + sigma_b**2]
+    for _ in range(depth - 1):
+        q.append(variance_map(activation, q[-1], sigma_w, sigma_b))
+    return np.array(q)
+
+
+def activation_std(activation: str | Phi, q: np.ndarray | float) -> np.ndarray:
+    """The std of phi(x) for x ~ N(0, q): what a probe measures after the activation."""
+    phi = _functions(activation)[0]
+    q = np.atleast_1d(np.asarray(q, dtype=float))
+    x, w = _hermite()
+    values = phi(np.sqrt(q)[:, None] * x)  # (len(q), nodes)
+    mean, square = values @ w, values**2 @ w
+    return np.sqrt(np.maximum(square - mean**2, 0.0))
+
+
+def fixed_point(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0) -> float:
+    """q*, the stable fixed point of the variance map: 0 if the signal dies out, inf if it grows
+    without bound (ReLU with sigma_w^2 > 2). Found as the root where V(q) - q turns from
+    positive to negative, bracketed on a log grid and refined by Brent's method."""
+    sigma_w, sigma_b = _check(sigma_w, sigma_b)
+
+    def excess(q: float) -> float:
+        return variance_map(activation, q, sigma_w, sigma_b) - q
+
+    grid = np.logspace(-10, 10, 81)
+    values = np.array([excess(q) for q in grid])
+    if np.all(np.abs(values) <= 1e-10 * grid):
+        return 1.0  # marginal (ReLU at sigma_w^2 = 2, sigma_b = 0): every q is fixed
+    for i in range(len(grid) - 1):
+        if values[i] > 0 >= values[i + 1]:
+            return float(optimize.brentq(excess, grid[i], grid[i + 1], xtol=1e-15, rtol=1e-13))
+    return 0.0 if values[0] <= 0 else math.inf
+
+
+def chi1(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0) -> float:
+    """chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2]; 1 is critical, < 1 ordered, > 1 chaotic."""
+    sigma_w, sigma_b = _check(sigma_w, sigma_b)
+    q = fixed_point(activation, sigma_w, sigma_b)
+    dphi = _functions(activation)[1]
+    scale = math.sqrt(q) if math.isfinite(q) else 1.0  # ReLU-like: chi_1 does not depend on q
+    return sigma_w**2 * _expect(lambda z: dphi(scale * z) ** 2)
+
+
+def correlation_map(activation: str | Phi, c: float, q: float, sigma_w: float,
+                    sigma_b: float = 0.0) -> float:
+    """The next layer's correlation of two inputs that have correlation c and variance q."""
+    sigma_w, sigma_b = _check(sigma_w, sigma_b)
+    phi = _functions(activation)[0]
+    s, root = math.sqrt(q), math.sqrt(max(1.0 - c * c, 0.0))
+    cov = _expect2(lambda z1, z2: phi(s * z1) * phi(s * (c * z1 + root * z2)))
+    return (sigma_w**2 * cov + sigma_b**2) / q
+
+
+def depth_scales(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0
+                 ) -> tuple[float, float]:
+    """(xi_q, xi_c): how many layers the variance and the correlation take to reach their fixed
+    points (Schoenholz et al. 2017, eqs. 5, 9); xi_c is infinite at criticality."""
+    sigma_w, sigma_b = _check(sigma_w, sigma_b)
+    q = fixed_point(activation, sigma_w, sigma_b)
+    if not 0 < q < math.inf:
+        return math.nan, math.nan
+    phi, dphi, d2phi = _functions(activation)
+    s = math.sqrt(q)
+    slope_q = chi1(activation, sigma_w, sigma_b) + sigma_w**2 * _expect(
+        lambda z: d2phi(s * z) * phi(s * z))
+    c = 0.5  # the correlation's fixed point: 1 in the ordered phase, below 1 in chaos
+    for _ in range(1000):
+        c_new = correlation_map(activation, c, q, sigma_w, sigma_b)
+        if abs(c_new - c) < 1e-10:
+            break
+        c = min(c_new, 1.0)
+    root = math.sqrt(max(1.0 - c * c, 0.0))
+    slope_c = sigma_w**2 * _expect2(lambda z1, z2: dphi(s * z1) * dphi(s * (c * z1 + root * z2)))
+    return _scale(slope_q), _scale(slope_c)
+
+
+def _scale(slope: float) -> float:
+    return math.inf if slope >= 1.0 or slope <= 0 else -1.0 / math.log(slope)
+
+
+def critical_sigma_w(activation: str | Phi, sigma_b: float = 0.0) -> float:
+    """The sigma_w where chi_1 = 1 (the edge of chaos), by Brent's method on [0.1, 10]."""
+    sigma_b = check_positive("sigma_b", sigma_b, allow_zero=True)
+    def excess(sigma_w: float) -> float:
+        return chi1(activation, sigma_w, sigma_b) - 1.0
+
+    lo, hi = 0.1, 10.0
+    if excess(lo) * excess(hi) > 0:
+        raise ValueError(f"chi_1 = 1 has no root for sigma_w in [{lo}, {hi}] with "
+                         f"sigma_b={sigma_b}: this activation has no edge of chaos there")
+    return float(optimize.brentq(excess, lo, hi, xtol=1e-12, maxiter=500))
