@@ -130,7 +130,9 @@ def chi1(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0) -> float:
     sigma_w, sigma_b = _check(sigma_w, sigma_b)
     q = fixed_point(activation, sigma_w, sigma_b)
     dphi = _functions(activation)[1]
-    scale = math.sqrt(q) if math.isfinite(q) else 1.0  # ReLU-like: chi_1 does not depend on q
+    # q* = 0 or inf: take the limit (phi'(0+) for a dying signal; ReLU-like activations are
+    # scale-free, so any finite q gives their chi_1)
+    scale = math.sqrt(q) if 0 < q < math.inf else 1e-150 if q == 0 else 1.0
     return sigma_w**2 * _expect(lambda z: dphi(scale * z) ** 2)
 
 

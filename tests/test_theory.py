@@ -1,0 +1,118 @@
+"""Mean-field theory: closed forms where they exist, and the prediction against a wide network."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from initlab import theory
+from initlab.nn import Dense, Sequential
+from initlab.nn.activations import SELU
+
+
+@pytest.mark.parametrize("q,sigma_w,sigma_b", [(1.0, 1.0, 0.0), (2.5, 1.7, 0.3), (0.01, 0.5, 1)])
+def test_relu_and_linear_variance_maps_have_closed_forms(q, sigma_w, sigma_b):
+    # E[relu(sqrt(q) z)^2] = q / 2 exactly; the even Gauss-Hermite rule gets it exactly
+    assert theory.variance_map("relu", q, sigma_w, sigma_b) == pytest.approx(
+        sigma_w**2 * q / 2 + sigma_b**2, rel=1e-12)
+    assert theory.variance_map("linear", q, sigma_w, sigma_b) == pytest.approx(
+        sigma_w**2 * q + sigma_b**2, rel=1e-12)
+
+
+def test_variance_map_of_tanh_matches_independent_quadrature():
+    q, sigma_w, sigma_b = 0.7, 1.3, 0.2
+    expected = sigma_w**2 * integrate.quad(
+        lambda z: np.tanh(math.sqrt(q) * z) ** 2 * stats.norm.pdf(z), -np.inf, np.inf)[0]
+    assert theory.variance_map("tanh", q, sigma_w, sigma_b) == pytest.approx(
+        expected + sigma_b**2, rel=1e-10)
+
+
+def test_propagate_iterates_the_map_from_the_input():
+    q = theory.propagate("relu", 2.0, 0.1, q0=3.0, depth=4)
+    expected = [4.0 * 3.0 + 0.01]
+    for _ in range(3):
+        expected.append(4.0 * expected[-1] / 2 + 0.01)
+    np.testing.assert_allclose(q, expected, rtol=1e-12)
+
+
+def test_relu_fixed_point_and_divergence():
+    # q* = sigma_b^2 / (1 - sigma_w^2 / 2) below criticality; unbounded above it
+    assert theory.fixed_point("relu", 1.0, 0.1) == pytest.approx(0.01 / 0.5, rel=1e-9)
+    assert theory.fixed_point("relu", 1.5, 0.1) == math.inf
+    assert theory.fixed_point("tanh", 0.8, 0.0) == 0.0  # ordered, no bias: the signal dies
+
+
+def test_selu_with_lecun_normal_is_self_normalizing():
+    q = theory.fixed_point("selu", 1.0, 0.0)  # LeCun normal: sigma_w^2 = 1
+    z = np.linspace(-12, 12, 200_001)
+    pdf = stats.norm.pdf(z) * (z[1] - z[0])
+    a = SELU().forward(math.sqrt(q) * z)
+    assert np.sum(a * pdf) == pytest.approx(0.0, abs=1e-3)  # activations: mean 0
+    assert np.sum(a**2 * pdf) == pytest.approx(1.0, abs=1e-3)  # and variance 1
+    assert q == pytest.approx(1.0, abs=1e-3)
+
+
+def test_chi1_of_relu_is_half_sigma_w_squared():
+    for sigma_w in (0.5, 1.0, math.sqrt(2), 2.0):
+        assert theory.chi1("relu", sigma_w) == pytest.approx(sigma_w**2 / 2, rel=1e-12)
+
+
+def test_critical_points_give_he_and_unit_tanh():
+    assert theory.critical_sigma_w("relu") == pytest.approx(math.sqrt(2), rel=1e-9)
+    assert theory.critical_sigma_w("tanh") == pytest.approx(1.0, abs=1e-6)
+    critical = theory.critical_sigma_w("tanh", sigma_b=0.05)
+    assert critical > 1.0  # a bias pushes the edge of chaos out
+    assert theory.chi1("tanh", critical, 0.05) == pytest.approx(1.0, abs=1e-8)
+    # a callable is handled like the named activation (derivative by differences)
+    assert theory.critical_sigma_w(np.tanh, 0.05) == pytest.approx(critical, rel=1e-5)
+
+
+def test_phases_and_depth_scales():
+    ordered, chaotic = theory.chi1("tanh", 0.8, 0.05), theory.chi1("tanh", 2.0, 0.05)
+    assert ordered < 1 < chaotic
+    xi_q, xi_c = theory.depth_scales("tanh", 0.8, 0.05)
+    # ordered phase: c* = 1, so the correlation's slope there is chi_1 itself
+    assert xi_c == pytest.approx(-1 / math.log(ordered), rel=1e-6)
+    assert 0 < xi_q < xi_c
+    critical = theory.critical_sigma_w("tanh", 0.05)
+    assert theory.depth_scales("tanh", critical, 0.05)[1] > 100  # diverges at criticality
+    assert theory.depth_scales("tanh", 1.5, 0.05)[1] < 50
+
+
+def test_errors_name_the_argument():
+    with pytest.raises(ValueError, match="sigma_w must be finite and > 0; got sigma_w=-1"):
+        theory.chi1("tanh", -1)
+    with pytest.raises(ValueError, match="sigma_b must be finite and >= 0"):
+        theory.fixed_point("tanh", 1.0, -0.5)
+    with pytest.raises(ValueError, match="did you mean 'tanh'"):
+        theory.chi1("tahn", 1.0)
+
+
+def _measured_std(activation, sigma_w, sigma_b, *, width=1024, depth=20, replicas=4, n=200):
+    init = {"name": "variance_scaling", "scale": sigma_w**2, "mode": "fan_in",
+            "distribution": "normal"}
+    bias = {"name": "normal", "std": sigma_b} if sigma_b else "zeros"
+    model = Sequential([Dense(width, activation, init=init, bias_init=bias)
+                        for _ in range(depth)]).compile("mse").build(width, rng=0,
+                                                                      replicas=replicas)
+    X = np.random.default_rng(1).standard_normal((n, width))
+    stds = []
+    with model.register_hook("forward", lambda i, layer, a: stds.append(
+            a.reshape(replicas, -1).std(axis=1))):
+        model.predict(X)
+    return np.array(stds), float(np.mean(X**2))
+
+
+@pytest.mark.parametrize("activation,sigma_w,sigma_b", [("relu", math.sqrt(2), 0.0),
+                                                        ("tanh", 1.5, 0.05)])
+def test_prediction_matches_a_wide_network_layer_by_layer(activation, sigma_w, sigma_b):
+    measured, q0 = _measured_std(activation, sigma_w, sigma_b)
+    predicted = theory.activation_std(activation,
+                                      theory.propagate(activation, sigma_w, sigma_b, q0, 20))
+    # per layer, the mean over 4 replicas of width 1,024 (one ReLU replica wanders ~10 %)
+    np.testing.assert_allclose(measured.mean(axis=1), predicted, rtol=0.05)
+    # negative control: the prediction for another sigma_w is far off at depth
+    wrong = theory.activation_std(activation,
+                                  theory.propagate(activation, 0.8 * sigma_w, sigma_b, q0, 20))
+    assert np.max(np.abs(measured.mean(axis=1) / wrong - 1)) > 0.2
