@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import initlab
@@ -21,6 +22,82 @@ def _list(args: argparse.Namespace, console: Console) -> int:
     for name in initializers.available(args.pattern):
         table.add_row(name, ", ".join(initializers.aliases_of(name)), initializers.describe(name))
     console.print(table)
+    if args.pattern == "*":
+        console.print(_cards_table())
+    return 0
+
+
+def _cards_table() -> Table:
+    from initlab import experiments
+
+    table = Table(title="experiment cards (initlab run CARD)")
+    table.add_column("card", style="bold")
+    table.add_column("claim of the sources")
+    for name in experiments.names():
+        try:
+            table.add_row(name, experiments.get(name).CLAIM)
+        except ImportError:
+            table.add_row(name, "[red](not available)[/]")
+    return table
+
+
+def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from initlab.experiments.runner import run_cards
+    from initlab.report.render import render
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1; got --seeds {args.seeds}")
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks = {card.NAME: progress.add_task(card.TITLE[:28], total=1.0) for card in cards}
+        previous: list = []
+
+        def on_card(card):
+            for task in previous:  # the card before this one has finished
+                progress.update(task, completed=1.0)
+            previous[:] = [tasks[card.NAME]]
+            return lambda fraction: progress.update(tasks[card.NAME], completed=fraction)
+
+        try:
+            folder, results = run_cards(cards, seeds=range(args.seeds), out=args.out,
+                                        size=args.size, data=args.data, on_card=on_card)
+        finally:
+            for task in previous:
+                progress.update(task, completed=1.0)
+    _, index = render(folder)
+    table = Table(title=f"claims checked over {args.seeds} seeds")
+    for column in ("claim", "source printed", "measured", "verdict"):
+        table.add_column(column, overflow="fold")
+    colors = {"holds": "green", "fails": "red", "not run": "dim"}
+    for result in results:
+        for claim in result.claims:
+            table.add_row(escape(claim.claim), escape(claim.source_printed),
+                          escape(claim.measured), f"[{colors[claim.verdict]}]{claim.verdict}[/]")
+    console.print(table)
+    seconds = sum(r.seconds for r in results)
+    console.print(f"{len(results)} cards in {seconds:.0f} s. Report: {index}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace, console: Console) -> int:
+    from initlab import experiments
+
+    return _run_cards(experiments.all_cards(), args, console)
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    from initlab import experiments
+
+    return _run_cards([experiments.get(args.card)], args, console)
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from initlab.report.render import render
+
+    md, index = render(args.run_dir)
+    console.print(f"wrote {md}\nwrote {index}")
     return 0
 
 
@@ -140,11 +217,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"initlab {initlab.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    listing = commands.add_parser("list", help="list the initializers, with aliases and formulas",
-                                  description="List every registered initializer.")
+    listing = commands.add_parser("list", help="list the initializers and the experiment cards",
+                                  description="List every registered initializer (with its "
+                                              "aliases and formula) and the experiment cards.")
     listing.add_argument("pattern", nargs="?", default="*",
                          help="shell-style filter on names, e.g. 'he_*' (default: all)")
     listing.set_defaults(run=_list)
+
+    def run_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--seeds", type=int, default=10,
+                         help="seeds per variant (default 10); numbers are mean ± std over them")
+        sub.add_argument("--out", default="runs",
+                         help="folder for run folders (default ./runs); a run never "
+                              "overwrites another")
+        sub.add_argument("--data", default=None,
+                         help="image data: a folder of MNIST-format IDX files (gzipped or "
+                              "not), 'fashion-mnist' or 'digits' (default: Fashion-MNIST "
+                              "where Debian's package is installed, else digits)")
+        sub.add_argument("--size", choices=("default", "tiny"), default="default",
+                         help="'tiny' runs every card in seconds, for a smoke test")
+
+    repro = commands.add_parser(
+        "reproduce", help="run every experiment card and write the report (the main job)",
+        description="Run every card of EXPERIMENTS.md at its default size, check each claim "
+                    "of the sources over many seeds, print the claims table and write a run "
+                    "folder with results.json, tables, figures, report.md and index.html.")
+    run_options(repro)
+    repro.set_defaults(run=_reproduce)
+
+    run = commands.add_parser("run", help="run one experiment card",
+                              description="Run one card and write its run folder and report.")
+    run.add_argument("card", help="card name, see `initlab list`")
+    run_options(run)
+    run.set_defaults(run=_run)
+
+    report = commands.add_parser("report", help="re-render the report of a run folder",
+                                 description="Write report.md and index.html again from a run "
+                                             "folder's saved files (no training).")
+    report.add_argument("run_dir", help="a run folder (holds results.json)")
+    report.set_defaults(run=_report)
 
     grad = commands.add_parser(
         "gradcheck", help="check back-propagation against finite differences",
@@ -204,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args, console)
     except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]initlab {args.command}: {err}[/]")
+        console.print(f"[red]initlab {args.command}: {escape(str(err))}[/]")
         return 2
 
 

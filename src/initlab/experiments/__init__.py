@@ -1,1 +1,35 @@
-"""The experiment cards of EXPERIMENTS.md, one module each."""
+"""The experiment cards of EXPERIMENTS.md, one module each, in the order a report shows them."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from initlab._validate import suggest
+
+# card name -> module in this package
+MODULES = {
+    "moons": "moons",
+    "symmetry": "symmetry",
+    "deep-linear": "deep_linear",
+    "depth": "depth",
+    "bias-only": "bias_only",
+    "logistic": "logistic",
+    "gradcheck": "gradcheck",
+}
+
+
+def names() -> list[str]:
+    return list(MODULES)
+
+
+def get(name: str) -> ModuleType:
+    """The card module of a name; ValueError with a suggestion if there is none."""
+    if name not in MODULES:
+        raise ValueError(f"unknown card {name!r}{suggest(name, MODULES)}; cards: "
+                         f"{', '.join(MODULES)}")
+    return importlib.import_module(f"initlab.experiments.{MODULES[name]}")
+
+
+def all_cards() -> list[ModuleType]:
+    return [get(name) for name in MODULES]

@@ -80,3 +80,42 @@ def awake_timeline(steps: np.ndarray, awake: np.ndarray, path: str | Path, *,
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     return _save(fig, path)
+
+
+def cost_curves(curves: Mapping[str, np.ndarray], epochs: Sequence[int], path: str | Path, *,
+                title: str = "training cost") -> Path:
+    """``curves[name]``: (seeds, logged epochs) costs; median line and min-max band, log y."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for (name, costs), color in zip(curves.items(), plt.cm.tab10.colors * 2, strict=False):
+        costs = np.atleast_2d(np.asarray(costs, dtype=float))
+        style = "--" if "clipped" in name else "-"
+        ax.plot(epochs, np.median(costs, axis=0), style, color=color, label=name)
+        ax.fill_between(epochs, costs.min(axis=0), costs.max(axis=0), color=color, alpha=0.15,
+                        linewidth=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cost")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def decision_boundaries(models: Mapping[str, tuple], X: np.ndarray, y: np.ndarray,
+                        labels: Sequence, path: str | Path) -> Path:
+    """One panel per variant: ``models[name] = (model, replica)``; the replica's own data
+    (X[replica], y[replica]) over its predicted probability."""
+    fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 3.2), squeeze=False)
+    for ax, (name, (model, r)) in zip(axes[0], models.items(), strict=True):
+        pts, target = X[r], y[r]
+        lo, hi = pts.min(axis=0) - 0.8, pts.max(axis=0) + 0.8
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 160), np.linspace(lo[1], hi[1], 160))
+        grid = np.column_stack([gx.ravel(), gy.ravel()])
+        prob = model.take([r]).predict(grid)[:, 0].reshape(gx.shape)
+        ax.contourf(gx, gy, prob, levels=np.linspace(0, 1, 11), cmap="RdBu", alpha=0.8)
+        ax.scatter(pts[:, 0], pts[:, 1], c=target, cmap="RdBu", edgecolors="k", s=9,
+                   linewidths=0.3)
+        ax.set_title(f"{name} (seed {labels[r][1]})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path)
