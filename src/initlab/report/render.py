@@ -117,6 +117,10 @@ def html_report(folder: str | Path) -> Path:
             parts.append(f"<p>{e(card['why'])}</p>")
         if card.get("notes"):
             parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in card["notes"]) + "</ul>")
+    # lets a headless browser (and the tests) see that every figure decoded
+    parts.append("<script>window.addEventListener('load', () => { const i = [...document.images];"
+                 " document.body.dataset.images = i.length; document.body.dataset.loaded ="
+                 " i.filter(x => x.complete && x.naturalWidth > 0).length; });</script>")
     parts.append("</body></html>")
     path = folder / "index.html"
     path.write_text("\n".join(parts))
