@@ -282,9 +282,9 @@ class Sequential:
         n = X.shape[-2]
         full_batch = batch_size is None or batch_size >= n
         params = self.parameters()
-        for _ in range(epochs):
+        for step in range(epochs):
             epoch = self.epochs_trained
-            log = (log_every and epoch % log_every == 0) or _ == epochs - 1
+            log = (log_every and epoch % log_every == 0) or step == epochs - 1
             if full_batch:
                 self._forward(X, training=True)
                 if log:
