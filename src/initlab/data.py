@@ -103,7 +103,7 @@ def digits(test_fraction: float = 0.25) -> Split:
 
     bunch = load_digits()
     X, y = bunch.data / 16.0, bunch.target.astype(np.int64)
-    cut = int(round(len(X) * (1 - test_fraction)))
+    cut = len(X) - math.ceil(len(X) * test_fraction)  # the test part rounded up, as sklearn
     return Split(X[:cut], y[:cut], X[cut:], y[cut:], name="digits",
                  source="sklearn.datasets.load_digits")
 
@@ -127,9 +127,9 @@ def image_data(data: str | Path | None = None, limit: int | None = None) -> Spli
 def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     """Subtract the training set's mean and divide by its std (one scalar each, over all
     pixels), in BOTH splits: the test set is put on the training set's scale."""
-    mean, std = float(X_train.mean()), float(X_train.std())
-    if std == 0:
+    if np.ptp(X_train) == 0:  # its std would be rounding noise, not 0
         raise ValueError("the training set has std 0: every value is the same")
+    mean, std = float(X_train.mean()), float(X_train.std())
     return (X_train - mean) / std, (X_test - mean) / std, {"mean": mean, "std": std}
 
 

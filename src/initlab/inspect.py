@@ -29,12 +29,16 @@ def parse_layers(spec: str) -> list[int]:
     """'784,512x10,10' -> [784, 512, ..., 512, 10]: widths, 'WxK' repeating W K times."""
     widths: list[int] = []
     for part in str(spec).split(","):
-        width, _, times = part.strip().partition("x")
+        width, cross, times = part.strip().partition("x")
         try:
-            widths += [int(width)] * (int(times) if times else 1)
+            count = int(times) if cross else 1
+            widths += [int(width)] * count
         except ValueError:
             raise ValueError(f"layers must look like 784,512x10,10; got layers={spec!r}") \
                 from None
+        if count < 1:
+            raise ValueError(f"a repeat count must be >= 1; got {part.strip()!r} in "
+                             f"layers={spec!r}")
     if len(widths) < 2 or min(widths) < 1:
         raise ValueError(f"layers needs an input and an output width, all >= 1; "
                          f"got layers={spec!r}")

@@ -16,6 +16,7 @@ counts on fixed bins. Nothing keeps a whole activation tensor, so memory stays b
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,8 @@ def layer_statistics(a: np.ndarray, activation: str) -> dict[str, np.ndarray]:
     """Per-replica statistics of a layer output (R, n, units)."""
     finite = np.isfinite(a)
     clean = np.where(finite, a, np.nan)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replica with no finite value: NaN
         stats = {
             "act_mean": np.nanmean(clean, axis=(1, 2)),
             "act_std": np.nanstd(clean, axis=(1, 2)),
@@ -149,6 +151,7 @@ class Probe:
         self._pending: dict[int, dict] = {}  # layer -> statistics of the step being recorded
         self._step: int | None = None
         self._before: list[np.ndarray] | None = None  # weights before the step, for update ratio
+        self._force = False  # record() records whatever the epoch
 
     # --- attach / detach ----------------------------------------------------------------------
 
@@ -166,6 +169,9 @@ class Probe:
     def __call__(self, model: Sequential, epoch: int) -> None:
         """As a callback of fit (``fit(..., callbacks=[probe])``): the update : weight ratio
         of the step just taken is recorded too."""
+        if not self._handles:
+            raise RuntimeError("the probe is not attached: use it as a context manager around "
+                               "fit, `with probe: model.fit(..., callbacks=[probe])`")
         if self._before is not None:
             for i, layer in enumerate(model.layers):
                 if i in self._pending:
@@ -178,8 +184,12 @@ class Probe:
     def record(self, X: Any, y: Any) -> Table:
         """One forward and backward pass on a probe batch, recorded at the current epoch."""
         self._flush()
-        with self:
-            self.model.compute_gradients(X, y)
+        self._force = True
+        try:
+            with self:
+                self.model.compute_gradients(X, y)
+        finally:
+            self._force = False
         return self.table
 
     # --- hooks --------------------------------------------------------------------------------
@@ -188,7 +198,7 @@ class Probe:
         epoch = self.model.epochs_trained
         if i == 0 and self._pending and self._step != epoch:
             self._flush()
-        if epoch % self.every or i in self._pending:
+        if (epoch % self.every and not self._force) or i in self._pending:
             return  # not a recorded epoch, or a later pass (minibatch) of the recorded one
         self._step = epoch
         stats = layer_statistics(a, layer.activation.name)

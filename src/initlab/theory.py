@@ -32,6 +32,7 @@ from initlab.nn import activations
 
 Phi = Callable[[np.ndarray], np.ndarray]
 _NODES = 200
+_CRITICAL = 1e-9  # a slope this close to 1 is taken as 1: the depth scale diverges
 
 
 @cache
@@ -156,21 +157,28 @@ def depth_scales(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0
         return math.nan, math.nan
     phi, dphi, d2phi = _functions(activation)
     s = math.sqrt(q)
-    slope_q = chi1(activation, sigma_w, sigma_b) + sigma_w**2 * _expect(
-        lambda z: d2phi(s * z) * phi(s * z))
-    c = 0.5  # the correlation's fixed point: 1 in the ordered phase, below 1 in chaos
-    for _ in range(1000):
-        c_new = correlation_map(activation, c, q, sigma_w, sigma_b)
-        if abs(c_new - c) < 1e-10:
-            break
-        c = min(c_new, 1.0)
-    root = math.sqrt(max(1.0 - c * c, 0.0))
-    slope_c = sigma_w**2 * _expect2(lambda z1, z2: dphi(s * z1) * dphi(s * (c * z1 + root * z2)))
+    chi = chi1(activation, sigma_w, sigma_b)
+    slope_q = chi + sigma_w**2 * _expect(lambda z: d2phi(s * z) * phi(s * z))
+    if chi <= 1.0 + _CRITICAL:
+        slope_c = chi  # ordered or critical: c* = 1 is the stable fixed point, its slope chi_1
+    else:  # chaotic: c* < 1, reached quickly from below
+        c = 0.5
+        for _ in range(1000):
+            c_new = correlation_map(activation, c, q, sigma_w, sigma_b)
+            if abs(c_new - c) < 1e-12:
+                break
+            c = c_new
+        root = math.sqrt(max(1.0 - c * c, 0.0))
+        slope_c = sigma_w**2 * _expect2(
+            lambda z1, z2: dphi(s * z1) * dphi(s * (c * z1 + root * z2)))
     return _scale(slope_q), _scale(slope_c)
 
 
 def _scale(slope: float) -> float:
-    return math.inf if slope >= 1.0 or slope <= 0 else -1.0 / math.log(slope)
+    """-1 / log(slope): the depth over which a deviation shrinks by e; infinite at slope 1."""
+    if slope <= 0:
+        return 0.0
+    return math.inf if slope >= 1.0 - _CRITICAL else -1.0 / math.log(slope)
 
 
 def critical_sigma_w(activation: str | Phi, sigma_b: float = 0.0) -> float:
