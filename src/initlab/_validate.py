@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -58,3 +58,26 @@ def check_dtype(dtype: object) -> np.dtype:
     if dt not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64; got dtype={dtype!r}")
     return dt
+
+
+def from_registry(spec: object, registry: dict[str, type], aliases: dict[str, str], kind: str,
+                  **defaults: object) -> object:
+    """Build a registered class from a name or a ``{"name": ..., **params}`` mapping.
+
+    Names are case-insensitive and may be aliases; an unknown name or parameter is a ValueError
+    that names it (with the closest name). ``defaults`` fill parameters the spec leaves out.
+    """
+    params: dict[str, object] = {}
+    if isinstance(spec, Mapping):
+        params = {k: v for k, v in spec.items() if k != "name"}
+        spec = spec.get("name")
+    if not isinstance(spec, str):
+        raise TypeError(f"{kind} must be a name or a mapping with 'name'; got {kind}={spec!r}")
+    key = aliases.get(spec.lower(), spec.lower())
+    if key not in registry:
+        raise ValueError(f"unknown {kind}={spec!r}{suggest(key, [*registry, *aliases])}; "
+                         f"choose from {', '.join(sorted(registry))}")
+    try:
+        return registry[key](**{**defaults, **params})
+    except TypeError as err:
+        raise ValueError(f"{kind} {key!r}: {err}") from None

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from initlab._validate import check_positive, suggest
+from initlab._validate import check_positive, from_registry
 
 
 class Activation(abc.ABC):
@@ -197,18 +197,4 @@ def get(spec: str | Mapping[str, Any] | Activation | None) -> Activation:
         return spec
     if spec is None:
         return Linear()
-    params: dict[str, Any] = {}
-    if isinstance(spec, Mapping):
-        params = {k: v for k, v in spec.items() if k != "name"}
-        spec = spec.get("name")
-    if not isinstance(spec, str):
-        raise TypeError(f"activation must be a name, a mapping with 'name' or an Activation; "
-                        f"got activation={spec!r}")
-    key = ALIASES.get(spec.lower(), spec.lower())
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown activation={spec!r}{suggest(key, _REGISTRY)}; "
-                         f"choose from {', '.join(available())}")
-    try:
-        return _REGISTRY[key](**params)
-    except TypeError:
-        raise ValueError(f"activation {key!r} takes no parameters {sorted(params)}") from None
+    return from_registry(spec, _REGISTRY, ALIASES, "activation")

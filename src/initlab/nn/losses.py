@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from initlab._validate import check_positive, suggest
+from initlab._validate import from_registry
 
 
 class Loss(abc.ABC):
@@ -178,19 +178,4 @@ def get(spec: str | Mapping[str, Any] | Loss) -> Loss:
     """A loss from a name, a ``{"name": ..., **params}`` mapping or an instance."""
     if isinstance(spec, Loss):
         return spec
-    params: dict[str, Any] = {}
-    if isinstance(spec, Mapping):
-        params = {k: v for k, v in spec.items() if k != "name"}
-        spec = spec.get("name")
-    if not isinstance(spec, str):
-        raise TypeError(f"loss must be a name, a mapping with 'name' or a Loss; got loss={spec!r}")
-    key = ALIASES.get(spec.lower(), spec.lower())
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown loss={spec!r}{suggest(key, [*_REGISTRY, *ALIASES])}; "
-                         f"choose from {', '.join(available())}")
-    if "eps" in params:
-        check_positive("eps", params["eps"])
-    try:
-        return _REGISTRY[key](**params)
-    except TypeError:
-        raise ValueError(f"loss {key!r} takes no parameters {sorted(params)}") from None
+    return from_registry(spec, _REGISTRY, ALIASES, "loss")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from initlab._validate import check_positive, suggest
+from initlab._validate import check_positive, from_registry
 
 
 class Optimizer(abc.ABC):
@@ -100,18 +100,4 @@ def get(spec: str | Mapping[str, Any] | Optimizer, **defaults: Any) -> Optimizer
     ``defaults`` (such as fit's learning_rate) fill parameters the spec does not give."""
     if isinstance(spec, Optimizer):
         return spec
-    params: dict[str, Any] = {}
-    if isinstance(spec, Mapping):
-        params = {k: v for k, v in spec.items() if k != "name"}
-        spec = spec.get("name")
-    if not isinstance(spec, str):
-        raise TypeError(f"optimizer must be a name, a mapping with 'name' or an Optimizer; "
-                        f"got optimizer={spec!r}")
-    key = ALIASES.get(spec.lower(), spec.lower())
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown optimizer={spec!r}{suggest(key, _REGISTRY)}; "
-                         f"choose from {', '.join(available())}")
-    try:
-        return _REGISTRY[key](**{**defaults, **params})
-    except TypeError as err:
-        raise ValueError(f"optimizer {key!r}: {err}") from None
+    return from_registry(spec, _REGISTRY, ALIASES, "optimizer", **defaults)
