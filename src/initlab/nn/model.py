@@ -23,7 +23,7 @@ from initlab.nn import losses, optimizers
 from initlab.nn.layers import Dense
 
 Hook = Callable[[int, Dense, np.ndarray], None]
-# below this many multiply-adds a fit stays in one process: forking costs ~0.1 s
+# below this much work (~ multiply-adds) a fit stays in one process: forking costs ~0.1 s
 _PARALLEL_MIN_WORK = 2e9
 _FORKED: tuple | None = None  # what a forked worker trains: (model, X, y, fit arguments)
 
@@ -337,7 +337,11 @@ class Sequential:
         if (self.replicas < 2 or callbacks or verbose or any(self._hooks.values())
                 or "fork" not in multiprocessing.get_all_start_methods()):
             return 1
-        work = epochs * X.shape[-2] * sum(p.size for p in self.parameters())
+        # per sample and epoch: the multiply-adds, and the elementwise work of every unit
+        # (an activation such as tanh costs some ten multiply-adds here)
+        per_sample = sum(p.size for p in self.parameters()) + 10 * self.replicas * sum(
+            layer.units for layer in self.layers)
+        work = epochs * X.shape[-2] * per_sample
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         return min(cores, self.replicas) if work >= _PARALLEL_MIN_WORK else 1
 
