@@ -1,0 +1,112 @@
+"""Cards E2 (symmetry), E5 (bias-only) and E8 (gradcheck) end to end at tiny size, each with a
+negative control: a deliberately wrong variant or a broken backward must FAIL its claim."""
+
+import json
+
+import numpy as np
+import pytest
+
+from initlab import data
+from initlab.experiments import bias_only, gradcheck, runner, symmetry
+from initlab.nn import Dense, Sequential, activations
+
+
+def _run(card, tmp_path) -> tuple[dict, dict]:
+    folder, _ = runner.run_cards([card], seeds=[0, 1], out=tmp_path, size="tiny")
+    (entry,) = json.loads((folder / "results.json").read_text())["cards"]
+    assert entry["name"] == card.NAME
+    assert [c["id"] for c in entry["claims"]] == [cid for cid, _, _ in card.CLAIMS]
+    assert all(c["verdict"] in {"holds", "fails"} and c["measured"] for c in entry["claims"])
+    assert entry["figures"] and all((folder / f).is_file() for f in entry["figures"])
+    return entry, {c["id"]: c["verdict"] for c in entry["claims"]}
+
+
+def test_symmetry_card_keeps_constant_units_identical(tmp_path):
+    entry, verdicts = _run(symmetry, tmp_path)
+    assert verdicts["E2.constant-one-unit"] == "holds"
+    assert verdicts["E2.he-distinct"] == "holds"
+    assert verdicts["E2.no-better"] == "holds"
+    assert "max |Δp|" in entry["claims"][2]["measured"]
+
+
+def test_symmetry_claim_fails_when_the_constant_is_perturbed(tmp_path, monkeypatch):
+    # 0.5 + N(0, 1e-3): the units start 1e-3 apart, far beyond the 1e-9 tolerance
+    monkeypatch.setitem(symmetry.VARIANTS, "constant 0.5", {"name": "normal", "mean": 0.5,
+                                                            "std": 1e-3})
+    _, verdicts = _run(symmetry, tmp_path)
+    assert verdicts["E2.constant-one-unit"] == "fails"
+    assert verdicts["E2.no-better"] == "fails"  # no longer its collapsed 1-unit form
+    assert verdicts["E2.he-distinct"] == "holds"
+
+
+def test_constant_network_trains_as_one_unit_network_with_width_scaled_rates():
+    """The notes' claim: a constant-c 2-12-6-1 network is a 2-1-1-1 network with weights
+    c, 12 c, 6 c trained with learning rate x fan-in/width per weight (1/12, 2, 6) and
+    x 1/width per bias (1/12, 1/6, 1)."""
+    X, y, X_test, _ = data.moons(0, n_train=100, n_test=50)
+    lr, c = 0.05, 0.5
+    wide = Sequential([Dense(12, "relu"), Dense(6, "relu"), Dense(1, "sigmoid")])
+    wide.compile("binary_crossentropy").build(2, rng=0, variants=[{"name": "constant",
+                                                                    "value": c}])
+    one = Sequential([Dense(1, "relu"), Dense(1, "relu"), Dense(1, "sigmoid")])
+    one.compile("binary_crossentropy").build(
+        2, rng=0, variants=[[{"name": "constant", "value": c * n} for n in (1, 12, 6)]])
+    scales = [1 / 12, 1 / 12, 12 / 6, 1 / 6, 6, 1]  # W1, b1, W2, b2, W3, b3
+    for _ in range(200):
+        wide.compute_gradients(X, y)
+        for p, g in zip(wide.parameters(), wide.gradients(), strict=True):
+            p -= lr * g
+        one.compute_gradients(X, y)
+        for p, g, s in zip(one.parameters(), one.gradients(), scales, strict=True):
+            p -= lr * s * g
+    np.testing.assert_allclose(wide.predict(X_test), one.predict(X_test), rtol=0, atol=1e-12)
+    # and the collapse used by the card gives the same network from the wide one's weights
+    collapsed = symmetry.collapse(wide, [0])
+    np.testing.assert_allclose(collapsed.predict(X_test), wide.predict(X_test), atol=1e-12)
+    np.testing.assert_allclose(collapsed.layers[1].params["W"], one.layers[1].params["W"],
+                               rtol=1e-9)
+
+
+def test_expected_awake_pattern_is_the_last_t_layers():
+    pattern = bias_only.expected_awake(6)
+    assert pattern.shape == (6, bias_only.LAYERS)
+    assert pattern.sum(axis=1).tolist() == [1, 2, 3, 4, 5, 5]
+    assert pattern[0].tolist() == [False, False, False, False, True]
+
+
+def test_bias_only_card_wakes_one_layer_per_iteration(tmp_path):
+    _, verdicts = _run(bias_only, tmp_path)
+    assert verdicts["E5.awake"] == "holds"
+    assert verdicts["E5.ones-awake"] == "holds"
+    assert verdicts["E5.slower"] == "holds"
+
+
+def test_bias_only_awake_claim_fails_with_random_weights(tmp_path, monkeypatch):
+    # small random weights everywhere: every layer has a gradient at iteration 1
+    monkeypatch.setitem(bias_only.VARIANTS, "zeros", {"name": "normal", "std": 1e-3})
+    _, verdicts = _run(bias_only, tmp_path)
+    assert verdicts["E5.awake"] == "fails"
+    assert verdicts["E5.ones-awake"] == "holds"
+
+
+def test_gradcheck_card_passes(tmp_path):
+    entry, verdicts = _run(gradcheck, tmp_path)
+    assert verdicts["E8.all-match"] == "holds"
+    assert "8 combinations x 2 seeds" in entry["claims"][0]["measured"]
+
+
+def test_gradcheck_card_fails_on_a_broken_backward(tmp_path, monkeypatch):
+    def wrong(self, z, a, da):  # 1 - a instead of 1 - a^2
+        da *= 1.0 - a
+        return da
+
+    monkeypatch.setattr(activations.Tanh, "backward", wrong)
+    _, verdicts = _run(gradcheck, tmp_path)
+    assert verdicts["E8.all-match"] == "fails"
+
+
+@pytest.mark.parametrize("card", [symmetry, bias_only, gradcheck])
+def test_card_interface(card):
+    assert card.NAME and card.TITLE and card.CLAIM and card.WHY
+    assert all(len(c) == 3 and all(isinstance(x, str) and x for x in c) for c in card.CLAIMS)
+    assert callable(card.run)
