@@ -104,7 +104,10 @@ def normal(shape, *, mean: float = 0.0, std: float = 1.0, rng: RngLike = None,
            dtype=Float) -> np.ndarray:
     """N(mean, std^2) (PyTorch ``normal_``; Keras ``RandomNormal`` defaults to std 0.05)."""
     std = check_positive("std", std, allow_zero=True)
-    return _out(float(mean) + std * as_rng(rng).standard_normal(_shape(shape)), dtype)
+    values = as_rng(rng).standard_normal(_shape(shape))
+    values *= std  # in place: deep nets draw hundreds of megabytes
+    values += float(mean)
+    return _out(values, dtype)
 
 
 @_register

@@ -102,7 +102,9 @@ def distinct_units(W: np.ndarray, b: np.ndarray | None = None, rtol: float = 1e-
 
 
 def layer_statistics(a: np.ndarray, activation: str) -> dict[str, np.ndarray]:
-    """Per-replica statistics of a layer output (R, n, units)."""
+    """Per-replica statistics of a layer output (R, n, units), computed in float64 (in float32
+    the squares of values near 1e-25 underflow and a live layer would read std 0)."""
+    a = np.asarray(a, dtype=np.float64)
     finite = np.isfinite(a)
     clean = np.where(finite, a, np.nan)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -123,7 +125,7 @@ def layer_statistics(a: np.ndarray, activation: str) -> dict[str, np.ndarray]:
 
 def _std(x: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
-        return np.std(x.reshape(len(x), -1), axis=1)
+        return np.std(x.reshape(len(x), -1), axis=1, dtype=np.float64)
 
 
 class Probe:

@@ -24,27 +24,32 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
+def _positive(values: Sequence[float]) -> np.ndarray:
+    """Values a log axis can draw: NaN where not finite or not > 0."""
+    v = np.asarray(values, dtype=float)
+    return np.where(np.isfinite(v) & (v > 0), v, np.nan)
+
+
 def std_vs_depth(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, *,
-                 title: str = "activation std per layer") -> Path:
+                 title: str = "activation std per layer",
+                 ylabel: str = "std of the layer's output") -> Path:
     """One line per variant: ``curves[name] = {"mean": ..., "min": ..., "max": ...,
     "theory": ... (optional)}`` over layers; log scale, min-max band, theory dashed."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for (name, curve), color in zip(curves.items(), plt.cm.tab10.colors, strict=False):
         layers = np.arange(len(curve["mean"]))  # layer indices, as in the probe tables
-        mean = np.asarray(curve["mean"], dtype=float)
-        ax.plot(layers, np.where(mean > 0, mean, np.nan), color=color, label=name)
+        ax.plot(layers, _positive(curve["mean"]), color=color, label=name)
         if "min" in curve:
-            lo, hi = np.asarray(curve["min"], float), np.asarray(curve["max"], float)
-            ax.fill_between(layers, np.where(lo > 0, lo, np.nan), np.where(hi > 0, hi, np.nan),
+            ax.fill_between(layers, _positive(curve["min"]), _positive(curve["max"]),
                             color=color, alpha=0.2, linewidth=0)
         if curve.get("theory") is not None:
-            theory = np.asarray(curve["theory"], dtype=float)
-            ax.plot(layers[:len(theory)], np.where(theory > 0, theory, np.nan), "--",
-                    color=color, alpha=0.8, label=f"{name}: mean-field theory")
+            theory = _positive(curve["theory"])
+            ax.plot(layers[:len(theory)], theory, "--", color=color, alpha=0.8,
+                    label=f"{name}: mean-field theory")
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
-    ax.set_ylabel("std of the layer's output")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
