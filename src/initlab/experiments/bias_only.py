@@ -81,10 +81,15 @@ def _train(seeds: list[int], epochs: int, log_every: int) -> dict:
     awake = np.stack([awake_layers(probe.table, r)[1] for r in range(len(labels))])
     keep = [r for name in LONG for r in _rows_of(labels, name)]
     long = model.take(keep)
-    long.fit(X[keep], y[keep], learning_rate=LEARNING_RATE, epochs=epochs - PROBED,
-             log_every=log_every)
+    # the distribution of the last hidden layer's outputs over training: the "colorful
+    # dimension" view (histogram counts only, every few epochs)
+    with Probe(long, every=max(1, epochs // 50), symmetry=False) as over_time:
+        long.fit(X[keep], y[keep], learning_rate=LEARNING_RATE, epochs=epochs - PROBED,
+                 log_every=log_every)
     last = Probe(long, symmetry=False, histograms=False).record(X[keep], y[keep])
     return {"labels": labels, "awake": awake, "output_bias": output_bias,
+            "histograms": {name: over_time.histogram(LAYERS - 2, replica=keep.index(
+                _rows_of(labels, name)[0])) for name in LONG}, "hist_every": over_time.every,
             "long": long, "long_labels": [labels[r] for r in keep],
             "final_awake": np.stack([awake_layers(last, r)[1][0] for r in range(len(keep))]),
             "costs": np.array(long.history["cost"]), "epochs": long.history["epoch"],
@@ -105,6 +110,10 @@ def run(ctx: Context) -> CardResult:
         plots.cost_curves({name: t["costs"][:, _rows_of(t["long_labels"], name)].T
                            for name in LONG}, t["epochs"], ctx.figure("bias-only-costs"),
                           title="E5 training cost, zero weights vs He (biases N(0, 1) in both)"),
+        *(plots.histogram_image(t["histograms"][name], ctx.figure(f"bias-only-hist-{name}"),
+                                ylabel=f"recorded step (every {t['hist_every']} epochs)",
+                                title=f"{name}: outputs of the last tanh layer over training "
+                                      f"(first seed)") for name in LONG),
     ]
     ctx.progress(1.0)
     return CardResult(NAME, TITLE, _claims(t, epochs), _tables(t),

@@ -64,6 +64,10 @@ def histogram_image(counts: np.ndarray, path: str | Path, *, ylabel: str = "laye
     extent = (HIST_EDGES[1], HIST_EDGES[-2], len(counts) - 0.5, -0.5)
     image = ax.imshow(np.log1p(np.asarray(counts, dtype=float)[:, 1:-1]), aspect="auto",
                       extent=extent, cmap="viridis", interpolation="nearest")
+    used = np.flatnonzero(np.asarray(counts)[:, 1:-1].sum(axis=0))
+    if used.size:  # zoom on the occupied bins (tanh lives in [-1, 1])
+        inner = HIST_EDGES[1:-1]
+        ax.set_xlim(inner[max(used[0] - 1, 0)], inner[min(used[-1] + 2, len(inner) - 1)])
     ax.set_xlabel("output value (bins of 0.2; values beyond +-5 not drawn)")
     ax.set_ylabel(ylabel)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
