@@ -91,7 +91,9 @@ class Dense:
     def forward(self, x: np.ndarray, *, activate: bool = True) -> np.ndarray:
         """The layer's output; with ``activate=False`` (an output layer whose loss fuses the
         activation) only the pre-activation z, which is returned."""
-        z = x @ self.params["W"]
+        # z = x W + b, computed as z^T = W^T x^T: arrays are (R, n, units) to the reader but
+        # feature-major in memory, where BLAS runs these short, wide products much faster
+        z = _T(_T(self.params["W"]) @ _T(x))
         if self.use_bias:
             z += self.params["b"]
         a = self.activation.forward(z) if activate else None
@@ -105,14 +107,24 @@ class Dense:
         x, z, a = self._cache
         dz = grad if wrt_preactivation else self.activation.backward(z, a, grad)
         # dW = x^T dz, summed over samples; x may be shared (n, fan_in) by every replica
-        self.grads["W"] = np.swapaxes(x, -1, -2) @ dz
+        self.grads["W"] = _T(x) @ dz
         if self.use_bias:
             # the sum over samples as a matmul with ones: far faster than sum(axis=1) here
             self.grads["b"] = np.ones((1, dz.shape[-2]), dtype=dz.dtype) @ dz
         self.last_dz = dz  # for backward hooks
         if not need_input_grad:
             return None
-        W_T = np.swapaxes(self.params["W"], -1, -2)
+        W = self.params["W"]
         if self.units == 1:  # an outer product: broadcasting beats a matmul with inner dim 1
-            return dz * W_T
-        return dz @ W_T
+            return _T(W * _T(dz))
+        return _T(W @ _T(dz))  # dx = dz W^T, feature-major like z
+
+
+def _T(a: np.ndarray) -> np.ndarray:
+    """The transpose of the last two axes (a view)."""
+    return np.swapaxes(a, -1, -2)
+
+
+def feature_major(a: np.ndarray) -> np.ndarray:
+    """The same (..., n, features) array, stored feature-major (as the layers compute)."""
+    return _T(np.ascontiguousarray(_T(a)))

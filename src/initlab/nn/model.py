@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from initlab import initializers
 from initlab._validate import RngLike, as_rng, check_dtype
 from initlab.nn import losses, optimizers
-from initlab.nn.layers import Dense
+from initlab.nn.layers import Dense, feature_major
 
 Hook = Callable[[int, Dense, np.ndarray], None]
 # below this much work (~ multiply-adds) a fit stays in one process: forking costs ~0.1 s
@@ -227,6 +227,7 @@ class Sequential:
         if X.ndim == 3 and X.shape[0] != self.replicas:
             raise ValueError(f"X with a replica axis must have {self.replicas} entries on it; "
                              f"got X.shape={X.shape}")
+        X = feature_major(X)  # the layers' memory layout, once per call rather than per epoch
         if y is None:
             return X, None
         y = self.loss.targets(y, self.layers[-1].units).astype(self.dtype, copy=False)
@@ -234,7 +235,7 @@ class Sequential:
                 (y.ndim == 3 and y.shape[0] not in (1, self.replicas)):
             raise ValueError(f"X and y disagree: X.shape={X.shape}, y has shape {y.shape} "
                              f"(need {X.shape[-2]} samples)")
-        return X, y
+        return X, feature_major(y)
 
     def _out(self, values: np.ndarray) -> Any:
         """Drop the replica axis for a single model."""
@@ -310,6 +311,7 @@ class Sequential:
             X = X[order] if X.ndim == 2 else np.take_along_axis(X, order[..., None], axis=1)
             y = y[order] if y.ndim == 2 else np.take_along_axis(
                 np.broadcast_to(y, (self.replicas, *y.shape[-2:])), order[..., None], axis=1)
+            X, y = feature_major(X), feature_major(y)
         for start in range(0, n, batch_size):
             yield X[..., start:start + batch_size, :], y[..., start:start + batch_size, :]
 
@@ -383,7 +385,7 @@ class Sequential:
     def predict(self, X: Any) -> np.ndarray:
         """Outputs of the last layer, (n, k), or (R, n, k) for R replicas."""
         X, _ = self._prepare(X)
-        return self._out(np.array(self._forward(X)))
+        return self._out(np.ascontiguousarray(self._forward(X)))
 
     def evaluate(self, X: Any, y: Any) -> dict[str, Any]:
         """``{"loss": ..., "accuracy": ...}`` (accuracy a fraction; None for regression)."""
@@ -399,8 +401,8 @@ def _fit_chunk(chunk: np.ndarray) -> dict[str, Any]:
     """Train some replicas in a forked worker; return their new state (plain arrays)."""
     model, X, y, args = _FORKED
     sub = model.take(chunk)
-    X = X[chunk] if X.ndim == 3 else X
-    y = y[chunk] if y.ndim == 3 and y.shape[0] == model.replicas else y
+    X = feature_major(X[chunk]) if X.ndim == 3 else X
+    y = feature_major(y[chunk]) if y.ndim == 3 and y.shape[0] == model.replicas else y
     logged = len(sub.history["cost"])
     with threadpool_limits(1):  # one BLAS thread per worker: the workers fill the cores
         sub._fit(X, y, **args)
