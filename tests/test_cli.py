@@ -56,3 +56,32 @@ def test_console_script_is_installed():
     done = subprocess.run([sys.executable, "-m", "initlab.cli", "--help"], capture_output=True,
                           text=True, check=True)
     assert "gradcheck" in done.stdout and "list" in done.stdout
+
+
+def test_reproduce_runs_every_card_and_writes_the_report(tmp_path, capsys):
+    import json
+
+    from initlab import experiments
+
+    assert main(["reproduce", "--size", "tiny", "--seeds", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Report:" in out and "index.html" in out
+    (folder,) = tmp_path.iterdir()
+    results = json.loads((folder / "results.json").read_text())
+    assert [c["name"] for c in results["cards"]] == experiments.names()
+    assert all(claim["verdict"] in ("holds", "fails") for card in results["cards"]
+               for claim in card["claims"])
+    assert (folder / "index.html").is_file() and (folder / "report.md").is_file()
+    # the report is re-rendered from the folder alone
+    (folder / "index.html").unlink()
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "index.html").is_file()
+
+
+def test_run_and_report_name_bad_input(capsys, tmp_path):
+    assert main(["run", "moonz", "--out", str(tmp_path)]) == 2
+    assert "did you mean 'moons'" in capsys.readouterr().out
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results.json" in capsys.readouterr().out
+    assert main(["reproduce", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().out
