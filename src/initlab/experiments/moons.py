@@ -20,7 +20,9 @@ WHY = ("With every weight 0 every hidden unit outputs 0, so the output is sigmoi
        "weight gradient is 0; on balanced classes the bias gradient mean(p - y) is 0 too, so "
        "nothing ever moves. Weights ×10 saturate the sigmoid: the sources' loss, computed from the "
        "clipped probability, passes no gradient through a saturated output and stalls, while the "
-       "loss computed from the logits keeps the gradient p - y and recovers.")
+       "loss computed from the logits keeps the gradient p - y and recovers most of the way: "
+       "compare the two 'large' claims. What survives of the source's conclusion is that large "
+       "weights start far worse and end worse than He; how much worse depends on the loss.")
 CORE = {"zeros": "zeros", "large": {"name": "scaled_normal", "scale": 10.0}, "he": "he_normal"}
 CONTEXT = {"glorot_uniform": "glorot_uniform", "lecun_normal": "lecun_normal",
            "torch_default": "torch_default", "orthogonal": "orthogonal"}
