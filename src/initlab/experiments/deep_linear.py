@@ -221,15 +221,9 @@ def _identity_figure(ident: dict, path):
             ax.plot(layers, a**power, "--", color=color, label=f"{name}: {theory}")
     axes[0].set_ylabel("|a[l]| / |x|")
     axes[1].set_ylabel("|∂L/∂a[l]| / |δ W[10]ᵀ|")
-    for ax in axes:
-        ax.set_yscale("log")
-        ax.set_xlabel("layer l")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.suptitle("E3 W[1..9] = a·I: forward and backward, measured against a^l")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return plots.finish_log_panels(fig, axes, path, xlabel="layer l",
+                                   title="E3 W[1..9] = a·I: forward and backward, measured "
+                                         "against a^l")
 
 
 def _identity_rows(ident: dict) -> list[dict]:

@@ -9,6 +9,7 @@ from scipy import optimize
 from initlab import data
 from initlab.experiments.runner import CardResult, Claim, Context, check, spread
 from initlab.nn import Dense, Sequential, replica_labels, sweep
+from initlab.report import figures as plots
 
 NAME = "logistic"
 TITLE = "E6 logistic: zero init is fine for a single neuron"
@@ -160,12 +161,6 @@ def _figure(distance, grads, labels, path):
     axes[1].axhline(GRAD_TOL, color="k", linestyle=":", label="1e-8")
     axes[0].set_ylabel("|θ − θ* of the zero start|")
     axes[1].set_ylabel("gradient norm")
-    for ax in axes:
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.suptitle("E6 logistic regression: median and min-max band over seeds")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return plots.finish_log_panels(fig, axes, path, xlabel="epoch",
+                                   title="E6 logistic regression: median and min-max band "
+                                         "over seeds")

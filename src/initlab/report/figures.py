@@ -24,6 +24,17 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
+def finish_log_panels(fig, axes, path: str | Path, *, title: str, xlabel: str) -> Path:
+    """Log y axis, grid and legend on every panel, a title over them; saved."""
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def _positive(values: Sequence[float]) -> np.ndarray:
     """Values a log axis can draw: NaN where not finite or not > 0."""
     v = np.asarray(values, dtype=float)
