@@ -394,3 +394,21 @@ def test_probe_errors():
     table = Table([{"step": 0, "act_std": 1.0}])
     with pytest.raises(KeyError, match="no column 'nope'; columns: step, act_std"):
         table.column("nope")
+
+
+def test_probe_as_a_bare_callback_attaches_itself_for_the_fit():
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(60, noise=0.2, random_state=0)
+    model = Sequential([Dense(8, "relu", init="he_normal"), Dense(1, "sigmoid")])
+    model.compile("binary_crossentropy").build(2, rng=0, replicas=2)
+    probe = Probe(model, every=2)
+    model.fit(X, y, epochs=6, learning_rate=0.1, callbacks=[probe])
+    table = probe.table
+    assert sorted(set(table.column("step"))) == [0, 2, 4]
+    assert np.all(np.isfinite(table.column("update_ratio")))
+    assert not any(model._hooks.values())  # detached after the fit
+    with probe:  # entered twice (here and by fit): recorded once, detached at the end
+        model.fit(X, y, epochs=2, learning_rate=0.1, callbacks=[probe])
+    assert len(probe.table) == len(table) + 2 * 2
+    assert not any(model._hooks.values())

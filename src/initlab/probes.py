@@ -8,8 +8,8 @@ weight gradient, their ratio to the weight std, the update : weight ratio) and s
 distinct units the layer has, the numerical rank of its activations). Histograms are kept as
 counts on fixed bins. Nothing keeps a whole activation tensor, so memory stays bounded.
 
-    with Probe(model, every=100) as probe:
-        model.fit(X, y, epochs=1000)
+    probe = Probe(model, every=100)
+    model.fit(X, y, epochs=1000, callbacks=[probe])   # or: with probe: ...
     probe.table.to_pandas()          # or .column("act_std"), .where(layer=3)
 """
 
@@ -150,6 +150,7 @@ class Probe:
         self.steps: list[int] = []  # the steps recorded, in order
         self.histograms: dict[int, list[np.ndarray]] = {i: [] for i in range(len(model.layers))}
         self._handles: list = []
+        self._depth = 0  # how many times entered: the hooks stay until the outermost exit
         self._pending: dict[int, dict] = {}  # layer -> statistics of the step being recorded
         self._step: int | None = None
         self._before: list[np.ndarray] | None = None  # weights before the step, for update ratio
@@ -158,22 +159,28 @@ class Probe:
     # --- attach / detach ----------------------------------------------------------------------
 
     def __enter__(self) -> Probe:
-        self._handles = [self.model.register_hook("forward", self._on_forward),
-                         self.model.register_hook("backward", self._on_backward)]
+        # re-entrant: `with probe: model.fit(..., callbacks=[probe])` enters it twice
+        self._depth += 1
+        if self._depth == 1:
+            self._handles = [self.model.register_hook("forward", self._on_forward),
+                             self.model.register_hook("backward", self._on_backward)]
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
         self._flush()
         for handle in self._handles:
             handle.remove()
         self._handles = []
 
     def __call__(self, model: Sequential, epoch: int) -> None:
-        """As a callback of fit (``fit(..., callbacks=[probe])``): the update : weight ratio
-        of the step just taken is recorded too."""
+        """As a callback of fit (``fit(..., callbacks=[probe])``, which attaches the probe for
+        the fit): the update : weight ratio of the step just taken is recorded too."""
         if not self._handles:
-            raise RuntimeError("the probe is not attached: use it as a context manager around "
-                               "fit, `with probe: model.fit(..., callbacks=[probe])`")
+            raise RuntimeError("the probe is not attached: pass it to fit(callbacks=[probe]) "
+                               "or use it as a context manager around the training")
         if self._before is not None:
             for i, layer in enumerate(model.layers):
                 if i in self._pending:

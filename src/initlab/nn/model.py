@@ -8,6 +8,7 @@ outputs and costs come without the replica axis.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import multiprocessing
 import os
@@ -253,9 +254,10 @@ class Sequential:
 
         The cost logged at epoch e is the loss at the start of that epoch. ``batch_size=None``
         is full-batch gradient descent; otherwise each replica shuffles with its own stream.
-        ``workers`` processes split the replicas (default: both cores when the work is large
-        and no hook or callback needs this process). ``print_log`` is the sources' name for
-        ``verbose``.
+        ``callbacks`` are called as ``callback(model, epoch)`` after every epoch; one that is
+        also a context manager (a Probe) is entered for the whole fit. ``workers`` processes
+        split the replicas (default: both cores when the work is large and no hook or callback
+        needs this process). ``print_log`` is the sources' name for ``verbose``.
         """
         if self.loss is None:
             raise ValueError("compile the model (set its loss) before fit")
@@ -275,7 +277,11 @@ class Sequential:
         n_workers = self._workers(workers, X, epochs, callbacks, args["verbose"])
         if n_workers > 1:
             self._fit_in_workers(n_workers, X, y, args)
-        else:
+            return self
+        with contextlib.ExitStack() as stack:
+            for callback in callbacks:  # a callback that is a context manager spans the fit
+                if hasattr(callback, "__enter__"):
+                    stack.enter_context(callback)
             self._fit(X, y, **args)
         return self
 
