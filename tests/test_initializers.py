@@ -381,13 +381,19 @@ def test_sparse_nonzeros_are_normal_and_zeros_are_spread():
 # --- 4. determinism -----------------------------------------------------------------------------
 
 CONSTANT_NAMES = {"zeros", "ones", "constant", "identity"}
+
+
+def _shape_for(name):
+    # wide enough that sparse keeps non-zeros: ceil(0.9 * 20) = 18 < 20; delta_orthogonal
+    # takes a conv kernel
+    return (3, 6, 20) if name == "delta_orthogonal" else (6, 20)
 RANDOM_NAMES = sorted(set(initializers.available()) - CONSTANT_NAMES)
 
 
 @pytest.mark.parametrize("name", RANDOM_NAMES)
 def test_randomness_is_explicit(name):
     fn = getattr(initializers, name)
-    shape = (6, 20)  # wide enough that sparse keeps non-zeros: ceil(0.9 * 20) = 18 < 20
+    shape = _shape_for(name)
     np.testing.assert_array_equal(fn(shape, rng=7), fn(shape, rng=7))
     assert not np.array_equal(fn(shape, rng=7), fn(shape, rng=8))
     generator = np.random.default_rng(7)
@@ -400,7 +406,8 @@ def test_randomness_is_explicit(name):
 @pytest.mark.parametrize("name", initializers.available())
 def test_float32_is_the_rounded_float64_draw(name):
     fn = getattr(initializers, name)
-    single, double = fn((6, 20), rng=3, dtype=np.float32), fn((6, 20), rng=3)
+    shape = _shape_for(name)
+    single, double = fn(shape, rng=3, dtype=np.float32), fn(shape, rng=3)
     assert single.dtype == np.float32 and double.dtype == np.float64
     np.testing.assert_array_equal(single, double.astype(np.float32))
 

@@ -52,6 +52,7 @@ ALIASES: dict[str, str] = {
     "kaiming_uniform": "he_uniform",
     "lecun": "lecun_normal",
     "eye": "identity",
+    "delta": "delta_orthogonal",
     "trunc_normal": "trunc_normal_abs",
     "pytorch_default": "torch_default",
 }
@@ -287,6 +288,22 @@ def orthogonal(shape, *, gain: float = 1.0, rng: RngLike = None, dtype=Float) ->
     if rows < cols:
         q = q.T
     return _out(float(gain) * q.reshape(dims), dtype)
+
+
+@_register
+def delta_orthogonal(shape, *, gain: float = 1.0, rng: RngLike = None,
+                     dtype=Float) -> np.ndarray:
+    """A convolution kernel that is 0 but at the spatial centre, where it is a Haar orthogonal
+    (c_in, c_out) matrix times gain: the convolution starts as an orthogonal 1x1 map. Xiao et
+    al. 2018 ("Dynamical isometry and a mean field theory of CNNs"), for (*kernel, c_in, c_out).
+    """
+    dims = _shape(shape)
+    if len(dims) < 3:
+        raise ValueError(f"delta_orthogonal needs a conv kernel (*kernel, c_in, c_out); got "
+                         f"shape={dims}")
+    kernel = np.zeros(dims)
+    kernel[tuple(k // 2 for k in dims[:-2])] = orthogonal(dims[-2:], gain=gain, rng=rng)
+    return _out(kernel, dtype)
 
 
 @_register

@@ -1,0 +1,111 @@
+"""Model-level schemes: initializations that need the model or data, and so change a model.
+
+Each acts on every replica of a :class:`~initlab.nn.Sequential` in place and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.linalg import hadamard
+
+from initlab import initializers
+from initlab._validate import check_positive
+from initlab.nn import Sequential
+
+
+@dataclass
+class LSUVResult:
+    """Per layer: whether each replica converged, the iterations used, the final std."""
+
+    converged: np.ndarray  # (layers, R) bool
+    iterations: np.ndarray  # (layers,) int: iterations the slowest replica needed
+    std: np.ndarray  # (layers, R): the pre-activation std after the scheme
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.all(self.converged))
+
+    def __str__(self) -> str:
+        lines = [f"layer {i}: std {np.mean(s):.4f} (replicas {np.min(s):.4f}..{np.max(s):.4f}), "
+                 f"{n} iteration(s), {'converged' if np.all(c) else 'NOT converged'}"
+                 for i, (s, n, c) in enumerate(zip(self.std, self.iterations, self.converged,
+                                                   strict=True))]
+        return "\n".join(lines)
+
+
+def lsuv(model: Sequential, X: Any, tol: float = 0.1, max_iter: int = 10, *,
+         target: float = 1.0, center: bool = False, orthogonal: bool = True) -> LSUVResult:
+    """Layer-sequential unit-variance init (Mishkin & Matas 2016). CHANGES ``model`` in place.
+
+    Weights are first drawn orthogonal (from each replica's own stream); then, layer by layer
+    from the input, each replica's weights are divided by the std of the layer's pre-activation
+    x W + b on the probe batch ``X`` until that std is within ``tol`` of ``target``, at most
+    ``max_iter`` times. With ``center=True`` the bias is also shifted so the pre-activation has
+    mean 0. (The pre-activation, as PyTorch implementations measure a Linear's output; the
+    paper's Caffe blobs hold the same for a layer followed by its in-place nonlinearity.)
+    """
+    check_positive("tol", tol)
+    check_positive("target", target)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int; got max_iter={max_iter!r}")
+    if not model.replicas:
+        raise ValueError("build the model before LSUV (model.build(input_dim))")
+    X, _ = model._prepare(X)
+    if X.shape[-2] < 2:
+        raise ValueError(f"LSUV needs a probe batch of at least 2 samples; got {X.shape[-2]}")
+    if orthogonal:
+        ortho = initializers.get("orthogonal")
+        for r, gen in enumerate(model.rngs):
+            for layer in model.layers:
+                layer.init_replica(r, gen, ortho)
+    n_layers, R = len(model.layers), model.replicas
+    converged = np.zeros((n_layers, R), dtype=bool)
+    iterations = np.zeros(n_layers, dtype=int)
+    stds = np.zeros((n_layers, R))
+    a = X
+    for i, layer in enumerate(model.layers):
+        W, b = layer.params["W"], layer.params.get("b")
+        for step in range(max_iter + 1):
+            z = layer.forward(a, activate=False)
+            std = np.std(z.reshape(R, -1), axis=1, dtype=np.float64)
+            done = np.abs(std - target) < tol
+            if np.all(done) or step == max_iter:
+                break
+            scale = np.where(done | (std == 0), 1.0, target / np.where(std == 0, 1.0, std))
+            W *= scale.astype(W.dtype)[:, None, None]
+            if center and b is not None:
+                b -= np.mean(z, axis=(1, 2), dtype=np.float64).astype(b.dtype)[:, None, None]
+        converged[i], iterations[i], stds[i] = done, step, std
+        a = layer.forward(a)  # the input of the next layer, with the scaled weights
+    return LSUVResult(converged, iterations, stds)
+
+
+def zero_init(model: Sequential) -> Sequential:
+    """ZerO initialization (Zhao et al. 2022, Algorithm 1): deterministic, no randomness.
+    CHANGES ``model`` in place: every replica gets the same weights, biases 0.
+
+    With P = fan_out and Q = fan_in: P = Q gives the identity, P < Q the partial identity
+    (ones on the main diagonal), P > Q a Hadamard matrix of size 2^m, m = ceil(log2 P),
+    cut to its first P x Q block and scaled by c = 2^(-(m-1)/2). Weights are stored
+    (fan_in, fan_out), the transpose of the paper's P x Q.
+    """
+    if not model.replicas:
+        raise ValueError("build the model before ZerO (model.build(input_dim))")
+    for layer in model.layers:
+        layer.params["W"][...] = zero_matrix(layer.fan_in, layer.units)
+        if "b" in layer.params:
+            layer.params["b"][...] = 0.0
+    return model
+
+
+def zero_matrix(fan_in: int, fan_out: int) -> np.ndarray:
+    """The ZerO weight of a (fan_in, fan_out) dense layer (see :func:`zero_init`)."""
+    if fan_out <= fan_in:
+        return np.eye(fan_in, fan_out)
+    m = math.ceil(math.log2(fan_out))
+    c = 2.0 ** (-(m - 1) / 2)
+    return c * hadamard(2**m)[:fan_out, :fan_in].T.astype(float)

@@ -1,0 +1,95 @@
+"""Model-level schemes, each by its postcondition."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.linalg import hadamard
+
+from initlab import initializers
+from initlab.nn import Dense, Sequential
+from initlab.schemes import lsuv, zero_init, zero_matrix
+
+
+def _deep(activation="relu", depth=8, width=64, replicas=3):
+    return Sequential([Dense(width, activation, bias_init={"name": "normal", "std": 0.1})
+                       for _ in range(depth)] + [Dense(10, "softmax")]).compile(
+        "softmax_crossentropy").build(32, rng=0, replicas=replicas)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "linear"])
+def test_lsuv_brings_every_layer_to_unit_std_on_the_probe_batch(activation):
+    model = _deep(activation)
+    X = np.random.default_rng(1).standard_normal((200, 32)) * 3.0
+    result = lsuv(model, X, tol=0.01)
+    assert result.ok and result.converged.shape == (9, 3)
+    # recompute the postcondition independently: each layer's pre-activation std, per replica
+    a = X
+    for layer in model.layers:
+        z = a @ layer.params["W"] + layer.params["b"]
+        std = z.reshape(3, -1).std(axis=1)
+        assert np.all(np.abs(std - 1.0) < 0.01)
+        a = layer.activation.forward(z)
+    assert np.all(result.iterations <= 10)
+
+
+def test_lsuv_reports_what_did_not_converge_within_its_cap():
+    model = _deep("tanh")
+    X = np.random.default_rng(1).standard_normal((100, 32))
+    result = lsuv(model, X, tol=1e-14, max_iter=1)  # one scaling cannot hit 1e-14 with biases
+    assert not result.ok
+    assert np.all(result.iterations == 1)
+    assert "NOT converged" in str(result)
+
+
+def test_lsuv_starts_from_each_replicas_own_orthogonal_draw():
+    model = _deep("relu", depth=2, width=32)
+    lsuv(model, np.random.default_rng(1).standard_normal((100, 32)))
+    W = model.layers[0].params["W"]
+    for r in range(3):  # a scaled orthogonal matrix: W^T W = s^2 I
+        gram = W[r].T @ W[r]
+        np.testing.assert_allclose(gram, gram[0, 0] * np.eye(32), atol=1e-10)
+    assert not np.allclose(W[0], W[1])
+
+
+def test_lsuv_errors_name_the_argument():
+    model = _deep(depth=1)
+    with pytest.raises(ValueError, match="tol must be finite and > 0; got tol=-1"):
+        lsuv(model, np.ones((10, 32)), tol=-1)
+    with pytest.raises(ValueError, match="max_iter must be a positive int; got max_iter=0"):
+        lsuv(model, np.ones((10, 32)), max_iter=0)
+    with pytest.raises(ValueError, match="build the model"):
+        lsuv(Sequential([Dense(3)]), np.ones((10, 32)))
+
+
+def test_zero_matrices_are_exact():
+    np.testing.assert_array_equal(zero_matrix(5, 5), np.eye(5))
+    np.testing.assert_array_equal(zero_matrix(6, 4), np.eye(6, 4))  # shrinking: partial I
+    # expanding 3 -> 6: m = 3, c = 2^(-1), the first 6 x 3 block of H_8, stored transposed
+    expected = 0.5 * hadamard(8)[:6, :3].T
+    np.testing.assert_array_equal(zero_matrix(3, 6), expected)
+    assert set(np.unique(np.abs(zero_matrix(10, 100)))) == {2.0 ** (-(7 - 1) / 2)}
+
+
+def test_zero_init_is_deterministic_and_the_same_in_every_replica():
+    model = Sequential([Dense(16, "relu"), Dense(16, "relu"), Dense(4)]).compile("mse")
+    model.build(8, rng=0, replicas=2)
+    zero_init(model)
+    for layer in model.layers:
+        W = layer.params["W"]
+        np.testing.assert_array_equal(W[0], W[1])
+        np.testing.assert_array_equal(W[0], zero_matrix(layer.fan_in, layer.units))
+        assert np.all(layer.params["b"] == 0)
+
+
+def test_delta_orthogonal_is_orthogonal_at_the_centre_and_zero_elsewhere():
+    kernel = initializers.delta_orthogonal((3, 5, 8, 16), gain=2.0, rng=0)
+    centre = kernel[1, 2]
+    np.testing.assert_allclose(centre @ centre.T, 4.0 * np.eye(8), atol=1e-10)
+    mask = np.ones((3, 5), dtype=bool)
+    mask[1, 2] = False
+    assert np.all(kernel[mask] == 0)
+    with pytest.raises(ValueError, match="needs a conv kernel"):
+        initializers.delta_orthogonal((8, 16), rng=0)
+    assert initializers.get("delta").name == "delta_orthogonal"
+    assert math.isclose(float(np.sum(kernel**2)), 4.0 * 8, rel_tol=1e-12)
