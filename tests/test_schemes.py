@@ -7,8 +7,8 @@ import pytest
 from scipy.linalg import hadamard
 
 from initlab import initializers
-from initlab.nn import Dense, Sequential
-from initlab.schemes import lsuv, zero_init, zero_matrix
+from initlab.nn import Dense, Residual, Sequential, gradcheck, sweep
+from initlab.schemes import fixup, lsuv, zero_init, zero_matrix
 
 
 def _deep(activation="relu", depth=8, width=64, replicas=3):
@@ -93,3 +93,75 @@ def test_delta_orthogonal_is_orthogonal_at_the_centre_and_zero_elsewhere():
         initializers.delta_orthogonal((8, 16), rng=0)
     assert initializers.get("delta").name == "delta_orthogonal"
     assert math.isclose(float(np.sum(kernel**2)), 4.0 * 8, rel_tol=1e-12)
+
+
+# --- residual blocks and Fixup ------------------------------------------------------------------
+
+
+def _resnet(blocks=3, width=6, m=2, replicas=2, head=True):
+    layers = [Dense(width, "relu", init="he_normal")]
+    layers += [Residual([Dense(width, "relu", init="he_normal",
+                               bias_init={"name": "normal", "std": 0.1}) for _ in range(m - 1)]
+                        + [Dense(width, init="he_normal",
+                                 bias_init={"name": "normal", "std": 0.1})])
+               for _ in range(blocks)]
+    if head:
+        layers.append(Dense(1, "sigmoid"))
+    return Sequential(layers)
+
+
+def test_residual_blocks_pass_the_gradient_check():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((12, 4)), rng.integers(0, 2, 12)
+    model = _resnet().compile("binary_crossentropy").build(4, rng=1, replicas=2)
+    model.layers[1].params["scale"][...] = 0.7  # a non-trivial multiplier, checked too
+    result = gradcheck(model, X, y)
+    assert result.ok and (1, "scale") in result.errors and (2, "0.W") in result.errors
+
+
+def test_fixup_makes_the_residual_stack_the_identity_map():
+    model = Sequential([Residual([Dense(5, "relu"), Dense(5, "relu"), Dense(5)])
+                        for _ in range(4)]).compile("mse").build(5, rng=0, replicas=3)
+    X = np.random.default_rng(2).standard_normal((20, 5))
+    assert not np.allclose(model.predict(X), X)
+    fixup(model)
+    np.testing.assert_array_equal(model.predict(X), np.broadcast_to(X, (3, 20, 5)))
+    # the branch layers but the last are He scaled by L^(-1/(2m-2)) = 4^(-1/4)
+    W = np.concatenate([b.branch[0].params["W"].ravel() for b in model.layers])
+    assert np.std(W) == pytest.approx(math.sqrt(2 / 5) * 4 ** -0.25, rel=0.15)
+    assert all(np.all(b.branch[-1].params["W"] == 0) for b in model.layers)
+
+
+def test_fixup_output_layer_is_zero_and_training_moves_it():
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(100, noise=0.2, random_state=0)
+    model = _resnet(blocks=8).compile("binary_crossentropy").build(2, rng=0, replicas=2)
+    fixup(model)
+    assert np.all(model.layers[-1].params["W"] == 0)
+    model.fit(X, y, learning_rate=0.1, epochs=300, log_every=100)
+    assert model.costs[-1].max() < model.costs[0].min() - 0.1  # ln 2 at start, then learns
+
+
+def test_residual_replicas_train_like_standalone_models():
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(80, noise=0.2, random_state=1)
+    seeds = [3, 4]
+    batched = _resnet().compile("binary_crossentropy").build(2, **sweep({"he": None}, seeds))
+    batched.fit(X, y, learning_rate=0.05, epochs=200, workers=2)
+    for r, seed in enumerate(seeds):
+        alone = _resnet().compile("binary_crossentropy").build(
+            2, rng=np.random.SeedSequence(seed))
+        alone.fit(X, y, learning_rate=0.05, epochs=200)
+        for layer, ref in zip(batched.layers, alone.layers, strict=True):
+            for key in layer.params:
+                np.testing.assert_allclose(layer.params[key][r], ref.params[key][0],
+                                           rtol=1e-10, atol=1e-13)
+
+
+def test_residual_errors():
+    with pytest.raises(ValueError, match="must end at its input's width 4"):
+        Sequential([Residual([Dense(3)])]).compile("mse").build(4)
+    with pytest.raises(ValueError, match="fixup needs a model with Residual blocks"):
+        fixup(Sequential([Dense(2)]).compile("mse").build(2))

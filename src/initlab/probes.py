@@ -184,9 +184,10 @@ class Probe:
         if self._before is not None:
             for i, layer in enumerate(model.layers):
                 if i in self._pending:
+                    W = layer.params["W" if "W" in layer.params else "0.W"]
                     with np.errstate(divide="ignore", invalid="ignore"):
                         self._pending[i]["update_ratio"] = (
-                            _std(layer.params["W"] - self._before[i]) / _std(self._before[i]))
+                            _std(W - self._before[i]) / _std(self._before[i]))
             self._before = None
         self._flush()
 
@@ -211,7 +212,7 @@ class Probe:
             return  # not a recorded epoch, or a later pass (minibatch) of the recorded one
         self._step = epoch
         stats = layer_statistics(a, layer.activation.name)
-        if self.symmetry:
+        if self.symmetry and "W" in layer.params:  # a Dense layer (not a Residual block)
             W, b = layer.params["W"], layer.params.get("b")
             stats["distinct_units"] = np.array(
                 [distinct_units(W[r], None if b is None else b[r]) for r in range(len(W))])
@@ -228,7 +229,8 @@ class Probe:
         row = self._pending.get(i)
         if row is None or self._step != self.model.epochs_trained or "grad_std" in row:
             return
-        W, dW = layer.params["W"], layer.grads["W"]
+        key = "W" if "W" in layer.params else "0.W"  # a Residual block: its branch's first
+        W, dW = layer.params[key], layer.grads[key]
         row["grad_std"] = _std(dz)
         row["weight_std"] = _std(W)
         row["weight_grad_std"] = _std(dW)
@@ -236,7 +238,8 @@ class Probe:
             row["grad_weight_ratio"] = row["weight_grad_std"] / row["weight_std"]
         row["awake"] = np.any(dW.reshape(len(dW), -1) != 0, axis=1)
         if i == 0:  # the last backward hook of the pass: the optimizer steps next
-            self._before = [layer.params["W"].copy() for layer in self.model.layers]
+            self._before = [layer.params["W" if "W" in layer.params else "0.W"].copy()
+                            for layer in self.model.layers]
 
     def _flush(self) -> None:
         if not self._pending:

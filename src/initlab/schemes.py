@@ -14,7 +14,7 @@ from scipy.linalg import hadamard
 
 from initlab import initializers
 from initlab._validate import check_positive
-from initlab.nn import Sequential
+from initlab.nn import Residual, Sequential
 
 
 @dataclass
@@ -109,3 +109,35 @@ def zero_matrix(fan_in: int, fan_out: int) -> np.ndarray:
     m = math.ceil(math.log2(fan_out))
     c = 2.0 ** (-(m - 1) / 2)
     return c * hadamard(2**m)[:fan_out, :fan_in].T.astype(float)
+
+
+def fixup(model: Sequential) -> Sequential:
+    """Fixup (Zhang, Dauphin & Ma 2019) for a network of Residual blocks. CHANGES ``model`` in
+    place: in each of the L blocks, every branch layer but the last is drawn He normal (from
+    each replica's stream) and scaled by L^(-1/(2m-2)) for a branch of m layers; the last
+    branch layer is 0, so every block starts as the identity map; scalar multipliers are 1 and
+    biases 0. A Dense layer after the last block (the output layer) is set to 0 too.
+    """
+    blocks = [layer for layer in model.layers if isinstance(layer, Residual)]
+    if not blocks:
+        raise ValueError("fixup needs a model with Residual blocks")
+    if not model.replicas:
+        raise ValueError("build the model before Fixup (model.build(input_dim))")
+    L = len(blocks)
+    he = initializers.get("he_normal")
+    for block in blocks:
+        m = len(block.branch)
+        shrink = L ** (-1.0 / (2 * m - 2)) if m > 1 else 0.0
+        for layer in block.branch[:-1]:
+            for r, gen in enumerate(model.rngs):
+                layer.params["W"][r] = shrink * he((layer.fan_in, layer.units), rng=gen)
+        block.branch[-1].params["W"][...] = 0.0
+        for layer in block.branch:
+            if "b" in layer.params:
+                layer.params["b"][...] = 0.0
+        block.params["scale"][...] = 1.0
+    last_block = max(i for i, layer in enumerate(model.layers) if isinstance(layer, Residual))
+    for layer in model.layers[last_block + 1:]:
+        for value in layer.params.values():
+            value[...] = 0.0
+    return model

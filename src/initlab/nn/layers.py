@@ -128,3 +128,89 @@ def _T(a: np.ndarray) -> np.ndarray:
 def feature_major(a: np.ndarray) -> np.ndarray:
     """The same (..., n, features) array, stored feature-major (as the layers compute)."""
     return _T(np.ascontiguousarray(_T(a)))
+
+
+class Residual:
+    """A residual block ``y = x + scale * branch(x)``: a branch of Dense layers (the last one
+    linear, back to the input's width) beside the identity, and a trainable scalar multiplier
+    per replica (Fixup's, 1 at init). Its parameters are the branch layers' (keys "0.W", "0.b",
+    "1.W", ...) and "scale"; with a zero last branch layer the block is the identity map.
+    """
+
+    def __init__(self, branch: list[Dense]):
+        if len(branch) < 1 or not all(isinstance(layer, Dense) for layer in branch):
+            raise ValueError(f"branch must be a non-empty list of Dense layers; got {branch!r}")
+        self.branch = list(branch)
+        self.activation = activations.get("linear")  # the block adds no nonlinearity after
+        self.fan_in: int | None = None
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self._cache: tuple | None = None
+        self._h: np.ndarray | None = None  # the branch's output, for the scale's gradient
+        self.last_dz: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"Residual({' -> '.join(map(repr, self.branch))})"
+
+    @property
+    def units(self) -> int:
+        return self.branch[-1].units
+
+    @property
+    def init(self) -> initializers.Initializer:
+        return self.branch[0].init
+
+    @property
+    def inits(self) -> list[initializers.Initializer]:
+        return self.branch[0].inits
+
+    def _collect(self, scale: np.ndarray) -> None:
+        self.params = {f"{i}.{k}": v for i, layer in enumerate(self.branch)
+                       for k, v in layer.params.items()}
+        self.params["scale"] = scale
+
+    def build(self, fan_in: int, replicas: int, dtype: np.dtype) -> None:
+        if self.branch[-1].units != fan_in:
+            raise ValueError(f"a residual branch must end at its input's width {fan_in}; "
+                             f"its last layer has units={self.branch[-1].units}")
+        self.fan_in = int(fan_in)
+        width = fan_in
+        for layer in self.branch:
+            layer.build(width, replicas, dtype)
+            width = layer.units
+        self._collect(np.ones((replicas, 1, 1), dtype=dtype))
+
+    def init_replica(self, r: int, rng: np.random.Generator,
+                     init: initializers.Initializer | None = None) -> None:
+        for layer in self.branch:
+            layer.init_replica(r, rng, init)
+        self.params["scale"][r] = 1.0
+
+    def take(self, index: list[int]) -> Residual:
+        sub = copy.copy(self)
+        sub.branch = [layer.take(index) for layer in self.branch]
+        sub._collect(self.params["scale"][index])
+        sub.grads, sub._cache, sub.last_dz = {}, None, None
+        return sub
+
+    def forward(self, x: np.ndarray, *, activate: bool = True) -> np.ndarray:
+        h = x
+        for layer in self.branch:
+            h = layer.forward(h)
+        y = x + self.params["scale"] * h
+        self._cache, self._h = (x, y, y), h
+        return y
+
+    def backward(self, grad: np.ndarray, *, wrt_preactivation: bool = False,
+                 need_input_grad: bool = True) -> np.ndarray:
+        # y = x + s h(x): dL/ds = sum(grad * h), dL/dh = s grad, dL/dx = grad + h'(x)^T dL/dh
+        scale = self.params["scale"]
+        self.grads = {"scale": np.sum(grad * self._h, axis=(-2, -1), keepdims=True)}
+        g = grad * scale
+        for layer in reversed(self.branch):
+            g = layer.backward(g)
+        for i, layer in enumerate(self.branch):
+            for key, value in layer.grads.items():
+                self.grads[f"{i}.{key}"] = value
+        self.last_dz = grad
+        return grad + g

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from initlab import initializers
 from initlab._validate import RngLike, as_rng, check_dtype
 from initlab.nn import losses, optimizers
-from initlab.nn.layers import Dense, feature_major
+from initlab.nn.layers import Dense, Residual, feature_major
 
 Hook = Callable[[int, Dense, np.ndarray], None]
 # below this much work (~ multiply-adds) a fit stays in one process: forking costs ~0.1 s
@@ -53,8 +53,8 @@ class Sequential:
     >>> model.compile(loss="binary_crossentropy")
     """
 
-    def __init__(self, layers: Iterable[Dense] = ()):
-        self.layers: list[Dense] = []
+    def __init__(self, layers: Iterable[Dense | Residual] = ()):
+        self.layers: list[Dense | Residual] = []
         for layer in layers:
             self.add(layer)
         self.loss: losses.Loss | None = None
@@ -73,9 +73,9 @@ class Sequential:
 
     # --- set-up -------------------------------------------------------------------------------
 
-    def add(self, layer: Dense) -> Sequential:
-        if not isinstance(layer, Dense):
-            raise TypeError(f"layer must be a Dense layer; got {layer!r}")
+    def add(self, layer: Dense | Residual) -> Sequential:
+        if not isinstance(layer, Dense | Residual):
+            raise TypeError(f"layer must be a Dense or Residual layer; got {layer!r}")
         self.layers.append(layer)
         return self
 
