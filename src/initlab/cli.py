@@ -61,8 +61,10 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
             return lambda fraction: progress.update(tasks[card.NAME], completed=fraction)
 
         try:
+            options = {"depth": args.depth} if args.depth else {}
             folder, results = run_cards(cards, seeds=range(args.seeds), out=args.out,
-                                        size=args.size, data=args.data, on_card=on_card)
+                                        size=args.size, data=args.data, on_card=on_card,
+                                        options=options)
         finally:
             for task in previous:
                 progress.update(task, completed=1.0)
@@ -236,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "where Debian's package is installed, else digits)")
         sub.add_argument("--size", choices=("default", "tiny"), default="default",
                          help="'tiny' runs every card in seconds, for a smoke test")
+        sub.add_argument("--depth", type=int, default=None,
+                         help="fixup card: also run residual networks of this many blocks "
+                              "(e.g. 10000)")
 
     repro = commands.add_parser(
         "reproduce", help="run every experiment card and write the report (the main job)",

@@ -15,6 +15,7 @@ MODULES = {
     "depth": "depth",
     "bias-only": "bias_only",
     "logistic": "logistic",
+    "fixup": "fixup",
     "gradcheck": "gradcheck",
 }
 

@@ -63,6 +63,7 @@ class Context:
     size: Literal["default", "tiny"] = "default"
     data: str | None = None
     progress: Callable[[float], None] = lambda fraction: None
+    options: dict[str, Any] = field(default_factory=dict)  # card-specific, such as depth
 
     @property
     def tiny(self) -> bool:
@@ -147,7 +148,7 @@ def not_run(card: Any) -> CardResult:
 def run_cards(cards: Sequence[Any], *, seeds: Sequence[int], out: str | Path,
               size: Literal["default", "tiny"] = "default", data: str | None = None,
               on_card: Callable[[Any], Callable[[float], None]] | None = None,
-              ) -> tuple[Path, list[CardResult]]:
+              options: dict[str, Any] | None = None) -> tuple[Path, list[CardResult]]:
     """Run the cards in order, writing the run folder as each finishes.
 
     ``on_card(card)`` is called before each card and returns its progress callback (the CLI
@@ -155,7 +156,9 @@ def run_cards(cards: Sequence[Any], *, seeds: Sequence[int], out: str | Path,
     """
     folder = new_run_folder(out)
     seeds = [int(s) for s in seeds]
-    config = {"seeds": seeds, "size": size, "data": data, "cards": [c.NAME for c in cards],
+    options = dict(options or {})
+    config = {"seeds": seeds, "size": size, "data": data, "options": options,
+              "cards": [c.NAME for c in cards],
               "started": datetime.now().isoformat(timespec="seconds"), "versions": _versions()}
     _write_json(folder / "config.json", config)
     results: list[CardResult] = []
@@ -166,7 +169,7 @@ def run_cards(cards: Sequence[Any], *, seeds: Sequence[int], out: str | Path,
             results.append(not_run(card))
             continue
         progress = on_card(card) if on_card else (lambda fraction: None)
-        ctx = Context(seeds, folder, size, data, progress)
+        ctx = Context(seeds, folder, size, data, progress, options)
         start = time.perf_counter()
         try:
             result = card.run(ctx)

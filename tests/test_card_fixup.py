@@ -1,0 +1,29 @@
+"""E7 fixup at tiny size: its claims compute, and Fixup replaced by plain He fails them."""
+
+import json
+
+from initlab.experiments import fixup as card
+from initlab.experiments import runner
+
+
+def _verdicts(result):
+    return {c.id: c.verdict for c in result.claims}
+
+
+def test_fixup_card_end_to_end(tmp_path):
+    folder, (result,) = runner.run_cards([card], seeds=[0, 1], out=tmp_path, size="tiny",
+                                         options={"depth": 24})
+    verdicts = _verdicts(result)
+    assert verdicts["E7.fixup-flat"] == "holds"  # identity blocks: exactly L-independent
+    assert verdicts["E7.he-variance-grows"] == "holds"
+    assert all(v in ("holds", "fails") for v in verdicts.values())
+    depths = {row["blocks"] for row in result.tables["depths"]}
+    assert depths == {4, 16, 24}  # the --depth option adds a depth
+    assert json.loads((folder / "config.json").read_text())["options"] == {"depth": 24}
+    assert all((folder / f).is_file() for f in result.figures)
+
+
+def test_without_fixup_the_flat_variance_claim_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(card, "fixup", lambda model: model)  # "Fixup" left at He
+    _, (result,) = runner.run_cards([card], seeds=[0, 1], out=tmp_path, size="tiny")
+    assert _verdicts(result)["E7.fixup-flat"] == "fails"
