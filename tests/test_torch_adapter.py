@@ -121,3 +121,29 @@ def test_errors():
         itorch.initialize(nn.ReLU(), "he_normal")
     with pytest.raises(ValueError, match="unknown initializer 'he_nromal'"):
         itorch.initialize(_mlp(), "he_nromal")
+
+
+def test_inspect_command_builds_a_torch_model_from_a_factory(tmp_path, monkeypatch, capsys):
+    from initlab.cli import main
+
+    (tmp_path / "factories.py").write_text(
+        "from torch import nn\n"
+        "def cnn():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(),\n"
+        "                         nn.Linear(8 * 6 * 6, 10))\n"
+        "def not_a_module():\n"
+        "    return 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["inspect", "--torch", "factories:cnn", "--input-shape", "3,8,8",
+                 "--batch", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "factories:cnn" in out and "healthy" in out
+    assert main(["inspect", "--torch", "factories:cnn", "--init", "zeros",
+                 "--input-shape", "3,8,8"]) == 0
+    assert "dead" in capsys.readouterr().out  # zero weights: every output is 0
+    assert main(["inspect", "--torch", "factories:cnn"]) == 2
+    assert "--input-shape" in capsys.readouterr().out
+    assert main(["inspect", "--torch", "factories:not_a_module"]) == 2
+    assert "not a torch.nn.Module" in capsys.readouterr().out
+    assert main(["inspect", "--torch", "factories"]) == 2
+    assert "package.module:function" in capsys.readouterr().out

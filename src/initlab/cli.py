@@ -128,10 +128,13 @@ def _fmt(value: float) -> str:
 def _inspect(args: argparse.Namespace, console: Console) -> int:
     from initlab.inspect import THRESHOLDS, inspect_network
 
-    result = inspect_network(args.layers, activation=args.activation, init=args.init,
+    if args.torch:
+        return _inspect_torch(args, console)
+    result = inspect_network(args.layers, activation=args.activation,
+                             init=args.init or "he_normal",
                              data=args.data, replicas=args.replicas, batch=args.batch,
                              seed=args.seed)
-    table = Table(title=f"{args.layers} {args.activation}, init {args.init}, "
+    table = Table(title=f"{args.layers} {args.activation}, init {args.init or 'he_normal'}, "
                         f"{args.replicas} replicas, probe batch of {args.batch} from "
                         f"{result.data}")
     for column in ("layer", "units", "output std (mean ± sd)", "theory", "dead", "saturated",
@@ -152,6 +155,31 @@ def _inspect(args: argparse.Namespace, console: Console) -> int:
     if args.out:
         for path in write_inspection_figures(result, args.out):
             console.print(f"wrote {path}")
+    return 0
+
+
+def _inspect_torch(args: argparse.Namespace, console: Console) -> int:
+    try:
+        from initlab import torch as itorch
+    except ImportError:
+        raise ValueError("--torch needs PyTorch: pip install torch==2.13.0") from None
+    from initlab.inspect import THRESHOLDS
+
+    module = itorch.load_factory(args.torch)
+    if args.init:
+        itorch.initialize(module, args.init, rng=args.seed)
+    shape = tuple(int(d) for d in args.input_shape.split(",")) if args.input_shape else None
+    rows = itorch.inspect_module(module, shape, batch=args.batch, seed=args.seed)
+    table = Table(title=f"{args.torch} ({'init ' + args.init if args.init else 'its own init'}"
+                        f"), Gaussian probe batch of {args.batch}")
+    for column in ("layer", "name", "units", "output std", "dead", "grad std", "verdict"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(str(row["layer"]), row["name"], str(row["units"]), _fmt(row["act_std"]),
+                      f"{row['dead_fraction']:.0%}", _fmt(row["grad_std"]), row["verdict"])
+    console.print(table)
+    console.print(f"Outputs of each Linear / convolution layer (before its activation). "
+                  f"Thresholds: {THRESHOLDS}.")
     return 0
 
 
@@ -287,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--layers", default="784,512x10,10",
                       help="widths, WxK repeats W K times (default 784,512x10,10)")
     insp.add_argument("--activation", default="relu", help="hidden activation (default relu)")
-    insp.add_argument("--init", default="he_normal",
-                      help="weight initializer, see `initlab list` (default he_normal)")
+    insp.add_argument("--init", default=None,
+                      help="weight initializer, see `initlab list` (default he_normal; with "
+                           "--torch, the module's own init unless given)")
     insp.add_argument("--data", default="gaussian",
                       help="fashion-mnist, digits, gaussian (default) or a folder of IDX files")
     insp.add_argument("--replicas", type=int, default=5, help="independent draws (default 5)")
@@ -296,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     insp.add_argument("--out", help="folder for figures and the per-layer CSV (never "
                                     "overwritten)")
+    insp.add_argument("--torch", metavar="MODULE:FUNCTION",
+                      help="inspect the torch.nn.Module that MODULE.FUNCTION() returns instead")
+    insp.add_argument("--input-shape", default=None,
+                      help="with --torch: one sample's shape, e.g. 3,32,32 (default: the "
+                           "first Linear layer's in_features)")
     insp.set_defaults(run=_inspect)
 
     theo = commands.add_parser(

@@ -192,3 +192,48 @@ class Probe:
 def probe(module: nn.Module) -> Probe:
     """A :class:`Probe` of ``module``: use it as a context manager around forward/backward."""
     return Probe(module)
+
+
+def load_factory(spec: str) -> nn.Module:
+    """'package.module:function' -> the module that function returns (called without
+    arguments), for ``initlab inspect --torch``."""
+    import importlib
+
+    module_name, _, function = spec.partition(":")
+    if not module_name or not function:
+        raise ValueError(f"--torch must look like package.module:function; got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot load {spec!r}: {err}") from None
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def inspect_module(module: nn.Module, input_shape: tuple[int, ...] | None = None, *,
+                   batch: int = 64, seed: int = 0) -> list[dict[str, Any]]:
+    """One forward and backward pass of a Gaussian probe batch (cross-entropy on random labels
+    of the output width) through ``module``, summarised per Linear / convolution layer with the
+    same verdicts as the NumPy engine's ``initlab inspect``."""
+    from initlab.inspect import verdict
+
+    first = next(layers(module), (None, None))[1]
+    if input_shape is None:
+        if not isinstance(first, nn.Linear):
+            raise ValueError("give the input shape (without the batch) for a module that does "
+                             "not start with a Linear layer, e.g. --input-shape 3,32,32")
+        input_shape = (first.in_features,)
+    dtype = next(module.parameters()).dtype
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn((batch, *input_shape), generator=gen, dtype=dtype)
+    with Probe(module) as p:
+        out = module(X)
+        labels = torch.randint(0, out.shape[-1], (batch,), generator=gen)
+        nn.functional.cross_entropy(out.reshape(batch, -1), labels).backward()
+    rows = []
+    for row in p.table.rows:
+        row = {**row, "saturated_fraction": float("nan")}
+        rows.append({**row, "verdict": verdict(row)})
+    return rows
