@@ -16,6 +16,7 @@ MODULES = {
     "bias-only": "bias_only",
     "logistic": "logistic",
     "fixup": "fixup",
+    "lsuv": "lsuv",
     "gradcheck": "gradcheck",
 }
 

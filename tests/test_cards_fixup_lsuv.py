@@ -1,4 +1,4 @@
-"""E7 fixup at tiny size: its claims compute, and Fixup replaced by plain He fails them."""
+"""E7 fixup and lsuv at tiny size: their claims compute, and without the scheme they fail."""
 
 import json
 
@@ -27,3 +27,22 @@ def test_without_fixup_the_flat_variance_claim_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(card, "fixup", lambda model: model)  # "Fixup" left at He
     _, (result,) = runner.run_cards([card], seeds=[0, 1], out=tmp_path, size="tiny")
     assert _verdicts(result)["E7.fixup-flat"] == "fails"
+
+
+def test_lsuv_card_end_to_end_and_without_lsuv_it_fails(tmp_path, monkeypatch):
+    from initlab.experiments import lsuv as lsuv_card
+
+    folder, (result,) = runner.run_cards([lsuv_card], seeds=[0, 1], out=tmp_path, size="tiny",
+                                         data="digits")
+    assert _verdicts(result)["lsuv.unit-std"] == "holds"
+    assert all((folder / f).is_file() for f in result.figures)
+    # a "scheme" that changes nothing yet reports success: the card measures, it must fail
+    import numpy as np
+
+    from initlab.schemes import LSUVResult
+
+    monkeypatch.setattr(lsuv_card, "lsuv", lambda model, X, tol: LSUVResult(
+        np.ones((21, 2), bool), np.zeros(21, int), np.ones((21, 2))))
+    _, (wrong,) = runner.run_cards([lsuv_card], seeds=[0, 1], out=tmp_path, size="tiny",
+                                   data="digits")
+    assert _verdicts(wrong)["lsuv.unit-std"] == "fails"
