@@ -165,3 +165,20 @@ def test_residual_errors():
         Sequential([Residual([Dense(3)])]).compile("mse").build(4)
     with pytest.raises(ValueError, match="fixup needs a model with Residual blocks"):
         fixup(Sequential([Dense(2)]).compile("mse").build(2))
+
+
+def test_a_scheme_applied_to_some_replicas_through_take_and_put():
+    model = _deep("tanh", depth=3, width=16, replicas=4)
+    X = np.random.default_rng(3).standard_normal((64, 32)) * 2
+    before = [layer.params["W"].copy() for layer in model.layers]
+    sub = model.take([1, 3])
+    lsuv(sub, X)
+    model.put([1, 3], sub)
+    for layer, old in zip(model.layers, before, strict=True):
+        np.testing.assert_array_equal(layer.params["W"][[0, 2]], old[[0, 2]])  # untouched
+        assert not np.allclose(layer.params["W"][[1, 3]], old[[1, 3]])
+    a = X
+    for layer in model.layers[:-1]:
+        z = a @ layer.params["W"] + layer.params["b"]
+        assert np.all(np.abs(z[[1, 3]].reshape(2, -1).std(axis=1) - 1) < 0.1)
+        a = layer.activation.forward(z)

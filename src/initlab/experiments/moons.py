@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from initlab import data
+from initlab import data, schemes
 from initlab.experiments.runner import CardResult, Claim, Context, check, spread
 from initlab.nn import Dense, Sequential
 from initlab.report import figures as plots
@@ -25,7 +25,12 @@ WHY = ("With every weight 0 every hidden unit outputs 0, so the output is sigmoi
        "weights start far worse and end worse than He; how much worse depends on the loss.")
 CORE = {"zeros": "zeros", "large": {"name": "scaled_normal", "scale": 10.0}, "he": "he_normal"}
 CONTEXT = {"glorot_uniform": "glorot_uniform", "lecun_normal": "lecun_normal",
-           "torch_default": "torch_default", "orthogonal": "orthogonal"}
+           "torch_default": "torch_default", "orthogonal": "orthogonal",
+           "lsuv": "orthogonal", "zero": "zeros"}
+# context variants that are model-level schemes, applied to their replicas after build (LSUV on
+# each replica's own training set); the init above is only where they start from
+SCHEMES = {"lsuv": lambda model, X: schemes.lsuv(model, X),
+           "zero": lambda model, X: schemes.zero_init(model)}
 CLIPPED = {"name": "clipped_binary_crossentropy", "eps": 1e-15}
 CONTEXT_SEEDS = 3
 CLAIMS = [
@@ -57,6 +62,12 @@ def _train(variants: dict, seeds_of: dict, loss, epochs: int, log_every: int):
     y_test = np.stack([splits[s][3] for _, s in labels])
     model = _model(loss).build(2, rng=[np.random.SeedSequence(s) for _, s in labels],
                                variants=[variants[name] for name, _ in labels])
+    for name, scheme in SCHEMES.items():
+        index = [r for r, (n, _) in enumerate(labels) if n == name]
+        if index:
+            sub = model.take(index)
+            scheme(sub, X[index])
+            model.put(index, sub)
     model.fit(X, y, learning_rate=0.01, epochs=epochs, log_every=log_every)
     return {"labels": labels, "model": model, "costs": np.array(model.history["cost"]),
             "epochs": model.history["epoch"],
@@ -126,6 +137,8 @@ def run(ctx: Context) -> CardResult:
     ]
     notes = [f"{len(seeds)} seeds for zeros, large and He; {len(context_seeds)} for the context "
              f"variants; {epochs:,} full-batch epochs at learning rate 0.01.",
+             "Context variants 'lsuv' (LSUV on each seed's training set, tol 0.1) and 'zero' "
+             "(ZerO: identity / Hadamard, the same in every seed) are model-level schemes.",
              "The clipped loss clips p to [1e-15, 1 − 1e-15] and back-propagates through the "
              "sigmoid, as the sources' framework does; the zeros variant is the same under both "
              "losses (its output never leaves 0.5)."]

@@ -366,6 +366,17 @@ class Sequential:
         sub.optimizer = _take_optimizer(self.optimizer, index)
         return sub
 
+    def put(self, index: Sequence[int], sub: Sequential) -> Sequential:
+        """Write back the parameters and streams of ``sub``, a :meth:`take` of these replicas
+        that a scheme (LSUV, ZerO...) has changed."""
+        index = list(index)
+        for layer, sub_layer in zip(self.layers, sub.layers, strict=True):
+            for key, value in sub_layer.params.items():
+                layer.params[key][index] = value
+        for i, gen in zip(index, sub.rngs, strict=True):
+            self.rngs[i] = gen
+        return self
+
     def _fit_in_workers(self, n_workers: int, X, y, args: dict) -> None:
         global _FORKED
         chunks = [c for c in np.array_split(np.arange(self.replicas), n_workers) if len(c)]
