@@ -182,3 +182,11 @@ def test_a_scheme_applied_to_some_replicas_through_take_and_put():
         z = a @ layer.params["W"] + layer.params["b"]
         assert np.all(np.abs(z[[1, 3]].reshape(2, -1).std(axis=1) - 1) < 0.1)
         a = layer.activation.forward(z)
+
+
+def test_jacobian_of_a_residual_network_is_refused_clearly():
+    from initlab.probes import jacobian_singular_values
+
+    model = _resnet(head=False).compile("mse").build(2, rng=0)
+    with pytest.raises(ValueError, match="Dense layers only"):
+        jacobian_singular_values(model, np.ones((3, 2)))

@@ -281,6 +281,8 @@ def jacobian_singular_values(model: Sequential, X: Any) -> np.ndarray:
     n = X.shape[-2]
     J = np.broadcast_to(np.eye(n_in), (model.replicas, n, n_in, n_in))
     for layer in model.layers:
+        if "W" not in layer.params:
+            raise ValueError(f"jacobian_singular_values handles Dense layers only; got {layer!r}")
         _, z, a = layer._cache
         if layer.activation.name == "softmax":
             raise ValueError("jacobian_singular_values does not handle a softmax output layer")
