@@ -85,3 +85,18 @@ def test_run_and_report_name_bad_input(capsys, tmp_path):
     assert "no results.json" in capsys.readouterr().out
     assert main(["reproduce", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().out
+
+
+def test_an_interrupted_reproduce_says_so_and_exits_130(tmp_path, capsys, monkeypatch):
+    import json
+
+    from initlab.experiments import gradcheck
+
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gradcheck, "run", interrupted)
+    assert main(["run", "gradcheck", "--out", str(tmp_path)]) == 130
+    assert "Interrupted: 0 of 1 cards finished" in capsys.readouterr().out
+    (folder,) = tmp_path.iterdir()
+    assert json.loads((folder / "results.json").read_text())["interrupted"] is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -79,6 +80,11 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
                           escape(claim.measured), f"[{colors[claim.verdict]}]{claim.verdict}[/]")
     console.print(table)
     seconds = sum(r.seconds for r in results)
+    finished = sum(1 for r in results if any(c.verdict != "not run" for c in r.claims))
+    if json.loads((folder / "results.json").read_text()).get("interrupted"):
+        console.print(f"[yellow]Interrupted: {finished} of {len(results)} cards finished "
+                      f"({seconds:.0f} s); the rest are marked 'not run'.[/] Report: {index}")
+        return 130
     console.print(f"{len(results)} cards in {seconds:.0f} s. Report: {index}")
     return 0
 
