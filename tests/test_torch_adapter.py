@@ -138,6 +138,11 @@ def test_inspect_command_builds_a_torch_model_from_a_factory(tmp_path, monkeypat
                  "--batch", "16"]) == 0
     out = capsys.readouterr().out
     assert "factories:cnn" in out and "healthy" in out
+    assert main(["inspect", "--torch", "factories:cnn", "--input-shape", "3,8,8",
+                 "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "out" / "std_vs_depth.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / "layers.csv").read_text().count("\n") == 3  # header + 2 layers
     assert main(["inspect", "--torch", "factories:cnn", "--init", "zeros",
                  "--input-shape", "3,8,8"]) == 0
     assert "dead" in capsys.readouterr().out  # zero weights: every output is 0

@@ -186,6 +186,17 @@ def _inspect_torch(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     console.print(f"Outputs of each Linear / convolution layer (before its activation). "
                   f"Thresholds: {THRESHOLDS}.")
+    if args.out:
+        from initlab.probes import Table as Rows
+        from initlab.report import figures
+
+        stds = [row["act_std"] for row in rows]
+        paths = [Rows(rows).to_csv(_fresh(args.out, "layers.csv")),
+                 figures.std_vs_depth({args.torch: {"mean": stds}},
+                                      _fresh(args.out, "std_vs_depth.png"),
+                                      title="output std of each Linear / convolution layer")]
+        for path in paths:
+            console.print(f"wrote {path}")
     return 0
 
 
