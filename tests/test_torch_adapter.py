@@ -1,7 +1,8 @@
-"""The PyTorch adapter on real modules: layouts, fans, distributions, LSUV, probes."""
+"""The PyTorch adapter on real modules: layouts, fans, distributions, LSUV, Fixup, probes."""
 
 import math
 
+import matplotlib.image
 import numpy as np
 import pytest
 from scipy import stats
@@ -11,6 +12,7 @@ from torch import nn  # noqa: E402
 
 from initlab import fans  # noqa: E402
 from initlab import torch as itorch  # noqa: E402
+from initlab.probes import HIST_EDGES  # noqa: E402
 
 
 def _cnn():
@@ -116,6 +118,161 @@ def test_probe_records_every_layer_and_its_gradients():
         model[2].weight.grad.std().item(), rel=1e-12)
 
 
+def test_probe_histograms_are_the_counts_of_each_layers_outputs():
+    model = _cnn()
+    itorch.initialize(model, "he_normal", rng=0)
+    with torch.no_grad():
+        model[0].weight.mul_(30)  # outputs far beyond +-5: the open end bins are used too
+    X = torch.randn(8, 3, 8, 8, dtype=torch.float64)
+    with itorch.probe(model) as p:
+        model(X)
+        model(2 * X)
+    first, second = model[0](X).detach().numpy(), model[2](model[1](model[0](X))).detach()
+    counts = p.histogram(0)
+    assert counts.shape == (2, len(HIST_EDGES) - 1)
+    assert np.array_equal(counts[0], np.histogram(first, HIST_EDGES)[0])
+    assert counts[0, 0] > 0 and counts[0, -1] > 0 and counts[0].sum() == first.size
+    assert not np.array_equal(counts[1], counts[0])  # the second pass is its own row
+    assert np.array_equal(p.histogram(1)[0], np.histogram(second.numpy(), HIST_EDGES)[0])
+    with itorch.probe(model, histograms=False) as q:
+        model(X)
+    with pytest.raises(ValueError, match="keeps no histograms"):
+        q.histogram(0)
+
+
+def _blocks(L, make_branch, head=None):
+    model = nn.Sequential(*[itorch.Residual(make_branch()) for _ in range(L)],
+                          *([head] if head is not None else []))
+    return model.double()
+
+
+def _mlp_branch(width=256):
+    return lambda: nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+
+
+def _conv_branch(channels=32):  # m = 3, padding keeps the shape
+    return lambda: nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(channels, channels, 3, padding=1))
+
+
+@pytest.mark.parametrize("L,make_branch,m,X", [
+    (4, _mlp_branch(), 2, torch.randn(32, 256, dtype=torch.float64)),
+    (3, _conv_branch(), 3, torch.randn(4, 32, 6, 6, dtype=torch.float64)),
+])
+def test_fixup_starts_as_the_identity_with_scaled_he_branches(L, make_branch, m, X):
+    model = _blocks(L, make_branch)
+    result = itorch.fixup(model, rng=0)
+    assert result.blocks == L and result.branch_layers == (m,) * L and result.output is None
+    with torch.no_grad():
+        assert torch.equal(model(X), X)
+    shrink = L ** (-1 / (2 * m - 2))
+    assert result.scales == pytest.approx((shrink,) * L, rel=1e-15)
+    drawn, zero = [], []
+    for block in model:
+        weights = [layer for _, layer in itorch.layers(block)]
+        assert block.scale.item() == 1.0
+        assert all(torch.all(layer.bias == 0) for layer in weights)
+        zero.append(weights[-1].weight)
+        drawn += [layer.weight.detach().numpy().ravel() for layer in weights[:-1]]
+    assert all(torch.all(w == 0) for w in zero)
+    fan_in = fans.compute_fans(itorch.initlab_shape(next(itorch.layers(model))[1]))[0]
+    expected = math.sqrt(2 / fan_in) * shrink  # He normal, then Fixup's L^(-1/(2m-2))
+    w = np.concatenate(drawn)
+    assert stats.kstest(w, stats.norm(0, expected).cdf).pvalue > 1e-4
+    assert stats.kstest(w, stats.norm(0, expected / shrink).cdf).pvalue < 1e-4  # unscaled He
+
+
+def test_fixup_zeroes_the_output_layer_and_the_network_trains():
+    torch.manual_seed(0)
+    stem, head = nn.Linear(5, 16), nn.Linear(16, 1)
+    model = nn.Sequential(stem, nn.ReLU(), *_blocks(3, _mlp_branch(16)), head).double()
+    before = stem.weight.detach().clone()
+    result = itorch.fixup(model, rng=0)
+    assert result.output == "5" and result.blocks == 3
+    assert torch.equal(stem.weight, before)  # layers before the blocks keep their weights
+    assert torch.all(head.weight == 0) and torch.all(head.bias == 0)
+    X = torch.randn(64, 5, dtype=torch.float64)
+    y = X[:, :1] ** 2
+    with torch.no_grad():
+        assert torch.equal(model(X), torch.zeros(64, 1, dtype=torch.float64))
+    initial = [p.detach().clone() for p in model.parameters()]
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05)
+    grads = []
+    for _ in range(3):
+        sgd.zero_grad()
+        nn.functional.mse_loss(model(X), y).backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+        sgd.step()
+    assert grads[0]["5.weight"].abs().max() > 0  # the zero output layer learns first
+    assert torch.all(grads[0]["2.branch.2.weight"] == 0)  # behind a zero output layer
+    assert grads[1]["2.branch.2.weight"].abs().max() > 0  # then each zero last branch layer
+    assert grads[1]["4.scale"].abs().max() == 0 and grads[2]["4.scale"].abs().max() > 0
+    assert grads[2]["2.branch.0.weight"].abs().max() > 0  # then the layers before it
+    changed = [not torch.equal(a, b) for a, b in zip(initial, model.parameters(), strict=True)]
+    assert all(changed[2:])  # every Fixup parameter has moved (the stem's 2 are 0 and 1)
+
+
+def test_fixup_on_blocks_a_user_names_and_its_reproducibility():
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *[_conv_branch(8)() for _ in range(2)],
+                             nn.Flatten(), nn.Linear(8 * 4 * 4, 2)).double()
+
+    a, b, c = build(), build(), build()
+    result = itorch.fixup(a, blocks=[a[1], a[2]], rng=1)
+    assert result == itorch.FixupResult(2, (3, 3), (2 ** -0.25,) * 2, "4")
+    assert torch.all(a[1][4].weight == 0) and torch.all(a[4].weight == 0)
+    itorch.fixup(b, blocks=[b[1], b[2]], rng=1)
+    itorch.fixup(c, blocks=[c[1], c[2]], rng=2)
+    same = [torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True)]
+    assert all(same)
+    assert not torch.equal(a[1][0].weight, c[1][0].weight)
+    assert torch.equal(a[0].weight, c[0].weight)  # the stem is not a block: untouched
+
+
+def test_fixup_draws_the_engines_weights_from_the_same_generator():
+    import copy
+
+    from initlab.nn import Dense, Residual, Sequential
+    from initlab.schemes import fixup
+
+    engine = Sequential([Residual([Dense(6, "relu"), Dense(6, "relu"), Dense(6)])
+                         for _ in range(2)] + [Dense(3)])
+    engine.build(6, rng=5)
+    gen = copy.deepcopy(engine.rngs[0])
+    fixup(engine)
+    model = nn.Sequential(*[itorch.Residual(nn.Sequential(
+        nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6)))
+        for _ in range(2)], nn.Linear(6, 3)).double()
+    itorch.fixup(model, rng=gen)
+    theirs = [W[0].T for layer in engine.layers for k, W in layer.params.items()
+              if k.endswith("W")]
+    ours = [layer.weight.detach().numpy() for _, layer in itorch.layers(model)]
+    assert len(ours) == len(theirs) == 7
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert np.any(ours[0] != 0) and np.all(ours[2] == 0)
+
+
+def test_fixup_errors_name_the_argument_and_value():
+    with pytest.raises(ValueError, match="no initlab.torch.Residual block in module Sequential"):
+        itorch.fixup(_mlp())
+    model = nn.Sequential(itorch.Residual(nn.ReLU()), nn.Linear(4, 4))
+    with pytest.raises(ValueError, match=r"Residual block '0' has no Linear.*ReLU"):
+        itorch.fixup(model)
+    mlp = _mlp()
+    with pytest.raises(ValueError, match=r"blocks\[1\] has no Linear.*blocks\[1\]=Tanh\(\)"):
+        itorch.fixup(mlp, blocks=[mlp[0], mlp[1]])
+    with pytest.raises(ValueError, match=r"blocks\[0\] must be a submodule of module"):
+        itorch.fixup(mlp, blocks=[nn.Linear(3, 3)])
+    with pytest.raises(ValueError, match=r"blocks\[1\] shares layers"):
+        itorch.fixup(mlp, blocks=[mlp, mlp[0]])
+    with pytest.raises(ValueError, match=r"blocks must be a non-empty list; got blocks=\[\]"):
+        itorch.fixup(mlp, blocks=[])
+    with pytest.raises(TypeError, match="branch must be a torch.nn.Module; got branch=3"):
+        itorch.Residual(3)
+
+
 def test_errors():
     with pytest.raises(ValueError, match="no Linear or convolution layer"):
         itorch.initialize(nn.ReLU(), "he_normal")
@@ -143,6 +300,14 @@ def test_inspect_command_builds_a_torch_model_from_a_factory(tmp_path, monkeypat
     capsys.readouterr()
     assert (tmp_path / "out" / "std_vs_depth.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "out" / "layers.csv").read_text().count("\n") == 3  # header + 2 layers
+    image = matplotlib.image.imread(tmp_path / "out" / "histograms.png")
+    assert image.ndim == 3 and min(image.shape[:2]) > 100 and image.std() > 0
+    first = (tmp_path / "out" / "histograms.png").read_bytes()
+    assert main(["inspect", "--torch", "factories:cnn", "--input-shape", "3,8,8", "--init",
+                 "zeros", "--out", str(tmp_path / "out")]) == 0  # written beside the first
+    assert (tmp_path / "out" / "histograms.png").read_bytes() == first
+    assert matplotlib.image.imread(tmp_path / "out" / "histograms-2.png").size > 0
+    capsys.readouterr()
     assert main(["inspect", "--torch", "factories:cnn", "--init", "zeros",
                  "--input-shape", "3,8,8"]) == 0
     assert "dead" in capsys.readouterr().out  # zero weights: every output is 0

@@ -175,7 +175,8 @@ def _inspect_torch(args: argparse.Namespace, console: Console) -> int:
     if args.init:
         itorch.initialize(module, args.init, rng=args.seed)
     shape = tuple(int(d) for d in args.input_shape.split(",")) if args.input_shape else None
-    rows = itorch.inspect_module(module, shape, batch=args.batch, seed=args.seed)
+    probe = itorch.probe_batch(module, shape, batch=args.batch, seed=args.seed)
+    rows = itorch.verdict_rows(probe.table)
     table = Table(title=f"{args.torch} ({'init ' + args.init if args.init else 'its own init'}"
                         f"), Gaussian probe batch of {args.batch}")
     for column in ("layer", "name", "units", "output std", "dead", "grad std", "verdict"):
@@ -187,14 +188,19 @@ def _inspect_torch(args: argparse.Namespace, console: Console) -> int:
     console.print(f"Outputs of each Linear / convolution layer (before its activation). "
                   f"Thresholds: {THRESHOLDS}.")
     if args.out:
+        import numpy as np
+
         from initlab.probes import Table as Rows
         from initlab.report import figures
 
         stds = [row["act_std"] for row in rows]
+        counts = np.stack([probe.histogram(i)[0] for i in range(len(rows))])
         paths = [Rows(rows).to_csv(_fresh(args.out, "layers.csv")),
                  figures.std_vs_depth({args.torch: {"mean": stds}},
                                       _fresh(args.out, "std_vs_depth.png"),
-                                      title="output std of each Linear / convolution layer")]
+                                      title="output std of each Linear / convolution layer"),
+                 figures.histogram_image(counts, _fresh(args.out, "histograms.png"),
+                                         title="outputs of each Linear / convolution layer")]
         for path in paths:
             console.print(f"wrote {path}")
     return 0

@@ -1,4 +1,4 @@
-"""The PyTorch adapter: initlab initializers, LSUV and the probes on ``torch.nn`` modules.
+"""The PyTorch adapter: initlab initializers, LSUV, Fixup and the probes on ``torch.nn`` modules.
 
 Layouts: PyTorch stores Linear weights (out, in), convolutions (out, in / groups, *kernel) and
 transposed convolutions (in, out / groups, *kernel); initlab's rule is (*kernel, in, out)
@@ -11,7 +11,8 @@ torch is optional: importing this module needs it, the rest of initlab does not.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from torch import nn
 from initlab import initializers
 from initlab._validate import RngLike, as_rng, check_positive
 from initlab.fans import compute_fans
-from initlab.probes import Table, layer_statistics
+from initlab.probes import HIST_EDGES, Table, layer_statistics
 from initlab.schemes import LSUVResult
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -115,26 +116,144 @@ def lsuv(module: nn.Module, X: Any, tol: float = 0.1, max_iter: int = 10, *,
     return LSUVResult(np.array(converged), np.array(iterations), np.array(stds))
 
 
+class Residual(nn.Module):
+    """A residual block ``y = x + scale * branch(x)`` (He et al. 2016) with Fixup's trainable
+    scalar multiplier ``scale``, 1 at init (Zhang, Dauphin & Ma 2019), as the engine's
+    :class:`initlab.nn.Residual`: the branch's own layer biases stand in for Fixup's scalar
+    biases. ``branch`` must return a tensor of its input's shape.
+
+    >>> block = Residual(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8)))
+    """
+
+    def __init__(self, branch: nn.Module):
+        super().__init__()
+        if not isinstance(branch, nn.Module):
+            raise TypeError(f"branch must be a torch.nn.Module; got branch={branch!r}")
+        self.branch = branch
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.branch(x)
+
+
+@dataclass(frozen=True)
+class FixupResult:
+    """What :func:`fixup` did. Per block, in order: ``branch_layers`` m, the number of weight
+    layers of its branch, and ``scales`` L^(-1/(2m-2)), the factor its first m - 1 layers were
+    scaled by (1.0 for m = 1: no layer to scale). ``output``: the name of the layer zeroed as
+    the output layer, None if no layer comes after the last block."""
+
+    blocks: int
+    branch_layers: tuple[int, ...]
+    scales: tuple[float, ...]
+    output: str | None
+
+
+def fixup(module: nn.Module, blocks: Sequence[nn.Module] | None = None, *,
+          rng: RngLike = None) -> FixupResult:
+    """Fixup (Zhang, Dauphin & Ma 2019, section 3) on a torch module. CHANGES it in place.
+
+    ``blocks`` default to every :class:`Residual` in ``module``; a list of your own block
+    modules may be given instead, each block's branch being every Linear / convolution layer
+    inside it, in registration order (so a block must not hold its shortcut's projection).
+    For L blocks, in a block whose branch has m weight layers, the first m - 1 layers are drawn
+    He normal, N(0, 2 / fan_in), and multiplied by L^(-1/(2m-2)); the last is 0, so a block
+    x + scale * branch(x) starts as the identity map; branch biases are 0 and the scalar
+    multipliers 1. The output layer, the last Linear / convolution layer registered after the
+    last block, is set to 0 (weight and bias), as the paper's classification layer; layers
+    before the blocks keep their weights. The draws come from ``rng`` block by block, layer by
+    layer, so the same generator gives the weights :func:`initlab.schemes.fixup` gives a
+    replica of the same network.
+
+    >>> fixup(nn.Sequential(Residual(nn.Sequential(nn.Linear(8, 8), nn.ReLU(),
+    ...                                            nn.Linear(8, 8))), nn.Linear(8, 2)), rng=0)
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module; got module={module!r}")
+    names = {id(m): name for name, m in module.named_modules()}
+    if blocks is None:
+        blocks = [m for m in module.modules() if isinstance(m, Residual)]
+        if not blocks:
+            raise ValueError(f"fixup found no initlab.torch.Residual block in module "
+                             f"{type(module).__name__}: wrap the residual branches in "
+                             f"Residual, or pass blocks=[...]")
+        labels = [f"the Residual block {names[id(b)]!r}" for b in blocks]
+    else:
+        blocks = list(blocks)
+        if not blocks:
+            raise ValueError(f"blocks must be a non-empty list; got blocks={blocks!r}")
+        labels = [f"blocks[{i}]" for i in range(len(blocks))]
+    branches: list[list[nn.Module]] = []
+    seen: set[int] = set()
+    for block, label in zip(blocks, labels, strict=True):
+        if not isinstance(block, nn.Module) or id(block) not in names:
+            raise ValueError(f"{label} must be a submodule of module; got {label}="
+                             f"{type(block).__name__} (not registered in "
+                             f"{type(module).__name__})")
+        branch, shown = ((block.branch, "branch") if isinstance(block, Residual)
+                         else (block, label))
+        weights = [layer for _, layer in layers(branch)]
+        if not weights:
+            raise ValueError(f"{label} has no Linear or convolution layer in its branch; got "
+                             f"{shown}={branch!r}")
+        if seen & {id(layer) for layer in weights}:
+            raise ValueError(f"{label} shares layers with an earlier block (nested blocks?); "
+                             f"got {label}={names[id(block)]!r}")
+        seen |= {id(layer) for layer in weights}
+        branches.append(weights)
+
+    L, gen, he = len(branches), as_rng(rng), initializers.get("he_normal")
+    scales = []
+    with torch.no_grad():
+        for weights in branches:
+            m = len(weights)
+            scale = L ** (-1.0 / (2 * m - 2)) if m > 1 else 1.0  # the paper's L^(-1/(2m-2))
+            for layer in weights[:-1]:
+                layer.weight.copy_(to_torch(scale * he(initlab_shape(layer), rng=gen), layer))
+            weights[-1].weight.zero_()
+            for layer in weights:
+                if layer.bias is not None:
+                    layer.bias.zero_()
+            scales.append(scale)
+        for block in blocks:
+            if isinstance(block, Residual):
+                block.scale.fill_(1.0)
+        ordered = list(layers(module))
+        last = max(i for i, (_, layer) in enumerate(ordered) if id(layer) in seen)
+        output = ordered[-1] if last < len(ordered) - 1 else None
+        if output is not None:
+            output[1].weight.zero_()
+            if output[1].bias is not None:
+                output[1].bias.zero_()
+    return FixupResult(L, tuple(len(w) for w in branches), tuple(scales),
+                       None if output is None else output[0])
+
+
 class Probe:
     """Per-layer statistics of a torch module's Linear / convolution layers, as the NumPy
     engine's probes record them (one row per forward pass x layer, replica 0): output mean,
     std, min, max, dead, non-finite fractions, the std of the gradient at the layer's output
     and of its weight gradient. Channels count as units (a conv output (N, C, ...) is read as
-    N x ... samples of C units).
+    N x ... samples of C units). With ``histograms`` (default), the counts of each layer's
+    outputs on ``initlab.probes.HIST_EDGES`` too, kept beside the table as the engine keeps
+    them: :meth:`histogram` (non-finite values counted as NumPy's ``nan_to_num`` maps them).
 
         with Probe(model) as probe:
             loss_fn(model(X), y).backward()
-        probe.table
+        probe.table, probe.histogram(0)
     """
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, *, histograms: bool = True):
         self.module = module
         self.layers = list(layers(module))
         if not self.layers:
             raise ValueError(f"module has no Linear or convolution layer to probe: "
                              f"{type(module).__name__}")
+        self.keep_histograms = histograms
         self.rows: list[dict[str, Any]] = []
+        self.histograms: dict[int, list[np.ndarray]] = {i: [] for i in range(len(self.layers))}
         self._pending: dict[int, dict[str, Any]] = {}
+        self._pending_counts: dict[int, np.ndarray] = {}
         self._handles: list = []
         self.step = 0
 
@@ -160,7 +279,10 @@ class Probe:
         def hook(layer, inputs, output):
             if i == 0 and self._pending:
                 self._flush()
-            stats = layer_statistics(self._units_last(output), "linear")
+            a = self._units_last(output)
+            stats = layer_statistics(a, "linear")
+            if self.keep_histograms:  # as the engine's Probe counts: (replica, bins)
+                self._pending_counts[i] = np.histogram(np.nan_to_num(a[0]), HIST_EDGES)[0][None]
             row = self._pending[i] = {k: float(v[0]) for k, v in stats.items()
                                       if k != "saturated_fraction"}
             if output.requires_grad:  # the gradient at this output, when backward reaches it
@@ -179,19 +301,29 @@ class Probe:
                    "weight_std": float(weight.std()),
                    "weight_grad_std": float("nan") if grad is None else float(grad.double().std())}
             self.rows.append(row)
+        for i, counts in sorted(self._pending_counts.items()):
+            self.histograms[i].append(counts)
         if self._pending:
             self.step += 1
-        self._pending = {}
+        self._pending, self._pending_counts = {}, {}
 
     @property
     def table(self) -> Table:
         self._flush()
         return Table(self.rows)
 
+    def histogram(self, layer: int, replica: int = 0) -> np.ndarray:
+        """Counts (recorded steps, bins) of one layer's outputs, bins ``HIST_EDGES``; replica
+        is always 0 (the engine's signature)."""
+        self._flush()
+        if not self.keep_histograms:
+            raise ValueError("this probe keeps no histograms: Probe(module, histograms=True)")
+        return np.stack([h[replica] for h in self.histograms[layer]])
 
-def probe(module: nn.Module) -> Probe:
+
+def probe(module: nn.Module, *, histograms: bool = True) -> Probe:
     """A :class:`Probe` of ``module``: use it as a context manager around forward/backward."""
-    return Probe(module)
+    return Probe(module, histograms=histograms)
 
 
 def load_factory(spec: str) -> nn.Module:
@@ -212,13 +344,11 @@ def load_factory(spec: str) -> nn.Module:
     return model
 
 
-def inspect_module(module: nn.Module, input_shape: tuple[int, ...] | None = None, *,
-                   batch: int = 64, seed: int = 0) -> list[dict[str, Any]]:
+def probe_batch(module: nn.Module, input_shape: tuple[int, ...] | None = None, *,
+                batch: int = 64, seed: int = 0) -> Probe:
     """One forward and backward pass of a Gaussian probe batch (cross-entropy on random labels
-    of the output width) through ``module``, summarised per Linear / convolution layer with the
-    same verdicts as the NumPy engine's ``initlab inspect``."""
-    from initlab.inspect import verdict
-
+    of the output width) through ``module``, recorded by a :class:`Probe` (histograms
+    included). ``input_shape`` is one sample's shape; by default a first Linear's width."""
     first = next(layers(module), (None, None))[1]
     if input_shape is None:
         if not isinstance(first, nn.Linear):
@@ -232,8 +362,22 @@ def inspect_module(module: nn.Module, input_shape: tuple[int, ...] | None = None
         out = module(X)
         labels = torch.randint(0, out.shape[-1], (batch,), generator=gen)
         nn.functional.cross_entropy(out.reshape(batch, -1), labels).backward()
+    return p
+
+
+def verdict_rows(table: Table) -> list[dict[str, Any]]:
+    """The rows of a torch probe table with the NumPy engine's ``initlab inspect`` verdict."""
+    from initlab.inspect import verdict
+
     rows = []
-    for row in p.table.rows:
+    for row in table.rows:
         row = {**row, "saturated_fraction": float("nan")}
         rows.append({**row, "verdict": verdict(row)})
     return rows
+
+
+def inspect_module(module: nn.Module, input_shape: tuple[int, ...] | None = None, *,
+                   batch: int = 64, seed: int = 0) -> list[dict[str, Any]]:
+    """:func:`probe_batch` summarised per Linear / convolution layer with the same verdicts as
+    the NumPy engine's ``initlab inspect``."""
+    return verdict_rows(probe_batch(module, input_shape, batch=batch, seed=seed).table)
