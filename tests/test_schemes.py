@@ -143,6 +143,21 @@ def test_fixup_output_layer_is_zero_and_training_moves_it():
     assert model.costs[-1].max() < model.costs[0].min() - 0.1  # ln 2 at start, then learns
 
 
+def test_fixup_zeroes_only_the_output_layer_not_a_head_before_it():
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(100, noise=0.2, random_state=0)
+    model = _resnet(blocks=4).compile("binary_crossentropy").build(2, rng=0)
+    model.layers.insert(-1, Dense(6, "relu", init="he_normal"))  # a hidden head layer
+    model.build(2, rng=0)
+    fixup(model)
+    head = model.layers[-2].params["W"].copy()
+    assert np.std(head) == pytest.approx(math.sqrt(2 / 6), rel=0.5)  # kept its He draw
+    assert np.all(model.layers[-1].params["W"] == 0)
+    model.fit(X, y, learning_rate=0.1, epochs=50)
+    assert not np.allclose(model.layers[-2].params["W"], head)  # and it learns
+
+
 def test_residual_replicas_train_like_standalone_models():
     from sklearn.datasets import make_moons
 

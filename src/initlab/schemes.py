@@ -116,7 +116,9 @@ def fixup(model: Sequential) -> Sequential:
     place: in each of the L blocks, every branch layer but the last is drawn He normal (from
     each replica's stream) and scaled by L^(-1/(2m-2)) for a branch of m layers; the last
     branch layer is 0, so every block starts as the identity map; scalar multipliers are 1 and
-    biases 0. A Dense layer after the last block (the output layer) is set to 0 too.
+    biases 0. The output layer (the model's last layer, when it is not a block) is set to 0
+    too, as the paper's classification layer; any layer between the blocks and it keeps its
+    weights, so that a head of several layers can still learn.
     """
     blocks = [layer for layer in model.layers if isinstance(layer, Residual)]
     if not blocks:
@@ -136,8 +138,7 @@ def fixup(model: Sequential) -> Sequential:
             if "b" in layer.params:
                 layer.params["b"][...] = 0.0
         block.params["scale"][...] = 1.0
-    last_block = max(i for i, layer in enumerate(model.layers) if isinstance(layer, Residual))
-    for layer in model.layers[last_block + 1:]:
-        for value in layer.params.values():
+    if not isinstance(model.layers[-1], Residual):
+        for value in model.layers[-1].params.values():
             value[...] = 0.0
     return model
