@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
+from initlab import data, schemes
 from initlab.experiments import deep_linear, depth, logistic, runner
+from initlab.nn import Dense, Sequential
 
 VERDICTS = {"holds", "fails"}
 
@@ -58,14 +62,109 @@ def test_depth_wrong_variants_fail(tmp_path, monkeypatch):
     # each variant swapped for one that must break its claim; "xavier" gets std 2 / sqrt(n_in)
     doubled = {"name": "variance_scaling", "scale": 4.0, "mode": "fan_in",
                "distribution": "normal"}
-    monkeypatch.setattr(depth, "LINEAR", {"naive": "lecun_normal", "tiny": "lecun_normal",
-                                          "xavier": doubled})
-    monkeypatch.setattr(depth, "RELU", {"xavier": "he_normal", "kaiming": "lecun_normal"})
+    for name, init in {"naive": "lecun_normal", "tiny": "lecun_normal", "xavier": doubled,
+                       "orthogonal": "lecun_normal"}.items():
+        monkeypatch.setitem(depth.LINEAR, name, init)
+    # the ReLU Xavier no longer has the linear one's init: it must draw its own, not share
+    monkeypatch.setitem(depth.RELU, "xavier", "he_normal")
+    monkeypatch.setitem(depth.RELU, "kaiming", "lecun_normal")
+    # "LSUV" that leaves its orthonormal start alone; "ZerO" left at He, a draw per seed
+    monkeypatch.setitem(depth.SCHEMES, "lsuv", lambda model, X: schemes.LSUVResult(
+        np.ones((len(model.layers), model.replicas), bool), np.zeros(len(model.layers), int),
+        np.ones((len(model.layers), model.replicas))))
+    monkeypatch.setitem(depth.SCHEMES, "zero", lambda model, X: model)
+    monkeypatch.setitem(depth.RELU, "zero", "he_normal")
     verdicts = _run(depth, tmp_path)
     assert verdicts["E4.standardized"] == "holds"
     for claim in ("naive-overflow", "tiny-underflow", "xavier-linear", "relu-xavier-halves",
-                  "relu-kaiming"):
+                  "relu-kaiming", "orthogonal-isometry", "lsuv-unit", "zero-identity"):
         assert verdicts[f"E4.{claim}"] == "fails", claim
+
+
+def _batches(seeds: list[int], size: int) -> dict[int, np.ndarray]:
+    """Each seed's float32 batch of the standardised tiny data, drawn as the card draws it."""
+    split = data.image_data(None, limit=1000)
+    X, _, _ = data.standardize(split.X_train, split.X_test)
+    return {s: X[np.random.default_rng(np.random.SeedSequence(s).spawn(1)[0])
+                 .choice(len(X), size, replace=False)].astype(np.float32) for s in seeds}
+
+
+def _stack(activation: str, init, seed: int, fan_in: int) -> Sequential:
+    """A stand-alone tiny E4 stack (100 bias-free layers of 64, a 10-unit head) of one seed."""
+    layers = [Dense(64, activation, use_bias=False) for _ in range(100)]
+    return Sequential(layers + [Dense(10, use_bias=False)]).build(
+        fan_in, rng=np.random.SeedSequence(seed), dtype=np.float32, variants=[init])
+
+
+def _forward(model: Sequential, X: np.ndarray, activation: str) -> tuple[np.ndarray, ...]:
+    """Per layer (the head left out), by hand in NumPy: the std of x W, and the std and the
+    root-mean-square of the output."""
+    pre, out, rms, a = [], [], [], X
+    for layer in model.layers[:-1]:
+        z = a @ layer.params["W"][0]
+        a = np.maximum(z, 0) if activation == "relu" else z
+        a64 = a.astype(np.float64)
+        pre.append(z.astype(np.float64).std())
+        out.append(a64.std())
+        rms.append(np.sqrt(np.mean(a64**2)))
+    return np.array(pre), np.array(out), np.array(rms)
+
+
+def test_depth_context_variants_match_a_recomputation(tmp_path):
+    # orthogonal, LSUV and ZerO, each rebuilt stand-alone for each seed and pushed through
+    # the stack by hand: the card's table and verdicts must agree with that
+    seeds = [0, 1]
+    folder, (result,) = runner.run_cards([depth], seeds=seeds, out=tmp_path, size="tiny")
+    verdicts = {c.id: c.verdict for c in result.claims}
+    rows = {(r["variant"], r["layer"]): r for r in result.tables["layers"]}
+    assert {v for v, _ in rows} >= {"linear orthogonal", "relu lsuv", "relu zero"}
+    assert len(result.figures) == 3 and all((folder / f).is_file() for f in result.figures)
+    batches = _batches(seeds, 16)
+    fan_in = batches[0].shape[1]
+    recomputed = {"linear orthogonal": [], "relu lsuv": [], "relu zero": []}
+    lsuv_off, drift = [], []
+    for s in seeds:
+        X = batches[s]
+        _, out, rms = _forward(_stack("linear", "orthogonal", s, fan_in), X, "linear")
+        recomputed["linear orthogonal"].append(out)
+        drift.append(np.max(np.abs(rms[1:] / rms[0] - 1)))
+        # LSUV from the seed's orthogonal draw, as its own first step would draw it
+        model = _stack("relu", "orthogonal", s, fan_in)
+        assert schemes.lsuv(model, X, tol=0.1, orthogonal=False).ok
+        pre, out, _ = _forward(model, X, "relu")
+        lsuv_off.append(np.max(np.abs(pre - 1)))
+        recomputed["relu lsuv"].append(out)
+        model = schemes.zero_init(_stack("relu", "zeros", s, fan_in))
+        recomputed["relu zero"].append(_forward(model, X, "relu")[1])
+    for variant, values in recomputed.items():
+        mean = np.mean(values, axis=0)
+        table = np.array([rows[(variant, layer)]["act_std_mean"] for layer in range(1, 101)])
+        # float32 sums in another order than the engine's: ~1e-7 apart after 100 layers
+        np.testing.assert_allclose(table, mean, rtol=1e-5, err_msg=variant)
+    assert max(drift) < depth.ISOMETRY_TOLERANCE  # so the claim must hold
+    assert verdicts["E4.orthogonal-isometry"] == "holds"
+    assert max(lsuv_off) < depth.LSUV_TOLERANCE
+    assert verdicts["E4.lsuv-unit"] == "holds"
+    zero = np.array(recomputed["relu zero"])
+    assert np.all(zero == zero[:, :1])  # identity layers: every layer is layer 1, exactly
+    assert verdicts["E4.zero-identity"] == "holds"
+
+
+def test_depth_relu_xavier_shares_the_linear_draws_exactly(tmp_path):
+    # drawn once for both stacks: the ReLU Xavier stack must be the one it would draw itself
+    split = data.image_data(None, limit=1000)
+    X, X_val, _ = data.standardize(split.X_train, split.X_test)
+    split = data.Split(X, split.y_train, X_val, split.y_test, split.name, split.source)
+    size = {"width": 64, "depth": 100, "batch": 16}
+    seeds_of = {"xavier": [0, 1]}
+    linear = depth._probe("linear", {"xavier": "lecun_normal"}, seeds_of, split, size,
+                          keep=("xavier",))
+    shared = depth._probe("relu", {"xavier": "lecun_normal"}, seeds_of, split, size,
+                          start={"xavier": linear["kept"]["xavier"]})
+    drawn = depth._probe("relu", {"xavier": "lecun_normal"}, seeds_of, split, size)
+    for key in ("std", "mean"):
+        np.testing.assert_array_equal(shared["act"][key], drawn["act"][key])
+    np.testing.assert_array_equal(shared["grad"], drawn["grad"])
 
 
 def test_logistic_zero_and_random_init_agree(tmp_path):
