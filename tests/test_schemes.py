@@ -8,7 +8,7 @@ from scipy.linalg import hadamard
 
 from initlab import initializers
 from initlab.nn import Dense, Residual, Sequential, gradcheck, sweep
-from initlab.schemes import fixup, lsuv, zero_init, zero_matrix
+from initlab.schemes import fixup, lsuv, self_normalizing, zero_init, zero_matrix
 
 
 def _deep(activation="relu", depth=8, width=64, replicas=3):
@@ -205,3 +205,43 @@ def test_jacobian_of_a_residual_network_is_refused_clearly():
     model = _resnet(head=False).compile("mse").build(2, rng=0)
     with pytest.raises(ValueError, match="Dense layers only"):
         jacobian_singular_values(model, np.ones((3, 2)))
+
+
+# --- the self-normalizing pair ------------------------------------------------------------------
+
+
+def _selu_stack(depth=30, width=256, replicas=2, init="he_normal"):
+    layers = [Dense(width, "selu", init=init) for _ in range(depth)] + [Dense(1)]
+    return Sequential(layers).compile("mse").build(width, rng=0, replicas=replicas)
+
+
+def _activation_stats(model, X):
+    stats = []
+    with model.register_hook("forward", lambda i, layer, a: stats.append(
+            (float(np.mean(a)), float(np.std(a))))):
+        model.predict(X)
+    return stats[:-1]  # the hidden layers
+
+
+def test_self_normalizing_keeps_mean_0_and_std_1_where_he_init_grows():
+    X = np.random.default_rng(1).standard_normal((512, 256))
+    model = _selu_stack()
+    grown = _activation_stats(model, X)  # He weights: q* is infinite for SELU at sigma_w^2 = 2
+    assert grown[-1][1] > 3.0
+    self_normalizing(model)
+    stats = _activation_stats(model, X)
+    assert all(abs(mean) < 0.15 and abs(std - 1) < 0.15 for mean, std in stats)
+    W = np.concatenate([layer.params["W"].ravel() for layer in model.layers[:-1]])
+    assert np.std(W) == pytest.approx(1 / math.sqrt(256), rel=0.01)  # LeCun: N(0, 1/fan_in)
+    assert all(np.all(layer.params["b"] == 0) for layer in model.layers)
+
+
+def test_self_normalizing_is_reproducible_and_refuses_other_units():
+    a, b = self_normalizing(_selu_stack(depth=3, width=8)), self_normalizing(
+        _selu_stack(depth=3, width=8))
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        np.testing.assert_array_equal(la.params["W"], lb.params["W"])
+    assert not np.array_equal(a.layers[0].params["W"][0], a.layers[0].params["W"][1])
+    relu = Sequential([Dense(4, "selu"), Dense(4, "relu"), Dense(1)]).compile("mse").build(2)
+    with pytest.raises(ValueError, match=r"SELU hidden layers; got layer 1 with activation=relu"):
+        self_normalizing(relu)

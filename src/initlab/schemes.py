@@ -14,7 +14,7 @@ from scipy.linalg import hadamard
 
 from initlab import initializers
 from initlab._validate import check_positive
-from initlab.nn import Residual, Sequential
+from initlab.nn import Dense, Residual, Sequential
 
 
 @dataclass
@@ -141,4 +141,28 @@ def fixup(model: Sequential) -> Sequential:
     if not isinstance(model.layers[-1], Residual):
         for value in model.layers[-1].params.values():
             value[...] = 0.0
+    return model
+
+
+def self_normalizing(model: Sequential) -> Sequential:
+    """The self-normalizing pair (Klambauer et al. 2017): SELU units with LeCun normal weights,
+    N(0, 1 / fan_in), and zero biases, which make mean 0 and variance 1 the stable fixed point
+    of every layer's activations. CHANGES ``model`` in place: redraws every layer's weights from
+    each replica's stream. Every layer but the output layer must be a SELU Dense layer.
+    """
+    if not model.replicas:
+        raise ValueError("build the model before self_normalizing (model.build(input_dim))")
+    for i, layer in enumerate(model.layers):
+        if not isinstance(layer, Dense):
+            raise ValueError(f"self_normalizing handles Dense layers only; got layer {i}: "
+                             f"{layer!r}")
+        if i < len(model.layers) - 1 and layer.activation.name != "selu":
+            raise ValueError(f"self_normalizing needs SELU hidden layers; got layer {i} with "
+                             f"activation={layer.activation!r}")
+    lecun = initializers.get("lecun_normal")
+    for r, gen in enumerate(model.rngs):
+        for layer in model.layers:
+            layer.params["W"][r] = lecun((layer.fan_in, layer.units), rng=gen)
+            if "b" in layer.params:
+                layer.params["b"][r] = 0.0
     return model

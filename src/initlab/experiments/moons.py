@@ -138,7 +138,9 @@ def run(ctx: Context) -> CardResult:
     notes = [f"{len(seeds)} seeds for zeros, large and He; {len(context_seeds)} for the context "
              f"variants; {epochs:,} full-batch epochs at learning rate 0.01.",
              "Context variants 'lsuv' (LSUV on each seed's training set, tol 0.1) and 'zero' "
-             "(ZerO: identity / Hadamard, the same in every seed) are model-level schemes.",
+             "(ZerO: identity / Hadamard, the same in every seed) are model-level schemes. "
+             "Fixup does not apply: it needs residual blocks, and this 2-12-6-1 network has "
+             "none (E7 covers residual networks).",
              "The clipped loss clips p to [1e-15, 1 − 1e-15] and back-propagates through the "
              "sigmoid, as the sources' framework does; the zeros variant is the same under both "
              "losses (its output never leaves 0.5)."]
