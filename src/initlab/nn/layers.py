@@ -122,7 +122,7 @@ class Dense:
 
 def _T(a: np.ndarray) -> np.ndarray:
     """The transpose of the last two axes (a view)."""
-    return np.swapaxes(a, -1, -2)
+    return a.swapaxes(-1, -2)
 
 
 def feature_major(a: np.ndarray) -> np.ndarray:
