@@ -270,6 +270,27 @@ def test_hooks_see_every_layer_and_remove_themselves():
     assert len(seen) == 6
 
 
+def test_gradients_without_parameter_gradients_give_the_hooks_the_same_dz():
+    from initlab.nn import Residual
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20, 4)), rng.integers(0, 2, 20)
+    model = Sequential([Dense(6, "tanh", init="he_normal"),
+                        Residual([Dense(6, "relu", init="he_normal"), Dense(6)]),
+                        Dense(1, "sigmoid")]).compile("binary_crossentropy").build(4, rng=1)
+    seen = {True: {}, False: {}}
+    for param_grads in (True, False):
+        with model.register_hook("backward", lambda i, layer, dz, p=param_grads:
+                                 seen[p].__setitem__(i, dz.copy())):
+            cost = model.compute_gradients(X, y, param_grads=param_grads)
+        if param_grads:
+            full_cost, W_grad = cost, model.layers[0].grads["W"]
+    assert cost == full_cost and W_grad.shape == (1, 4, 6) and np.any(W_grad != 0)
+    for i in range(3):
+        np.testing.assert_array_equal(seen[False][i], seen[True][i])
+    assert all(layer.grads == {} for layer in model.layers)
+
+
 def test_float32_on_request():
     X, y = make_moons(40, noise=0.2, random_state=0)
     model = _moons_net("he_normal").build(2, rng=0, dtype=np.float32)

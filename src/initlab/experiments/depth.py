@@ -174,7 +174,7 @@ def _probe(activation: str, variants: dict, seeds_of: dict, split: data.Split, s
 
     with np.errstate(all="ignore"), model.register_hook("forward", forward), \
             model.register_hook("backward", backward):
-        model.compute_gradients(X, y)
+        model.compute_gradients(X, y, param_grads=False)  # the hooks need only dL/dz
     X64 = X.astype(np.float64)
     each_seed = np.stack([split.X_train[b] for b in batch.values()]).astype(np.float32)
     return {"labels": labels, "act": act, "grad": grad, "cosine": cosine,

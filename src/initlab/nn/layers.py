@@ -101,23 +101,31 @@ class Dense:
         return z if a is None else a
 
     def backward(self, grad: np.ndarray, *, wrt_preactivation: bool = False,
-                 need_input_grad: bool = True) -> np.ndarray | None:
+                 need_input_grad: bool = True,
+                 need_param_grads: bool = True) -> np.ndarray | None:
         """Back-propagate the loss gradient w.r.t. this layer's output (or, for a loss that
-        fuses the activation, w.r.t. its pre-activation z); fills ``self.grads``."""
+        fuses the activation, w.r.t. its pre-activation z); fills ``self.grads`` (emptied
+        without ``need_param_grads``)."""
         x, z, a = self._cache
         dz = grad if wrt_preactivation else self.activation.backward(z, a, grad)
-        # dW = x^T dz, summed over samples; x may be shared (n, fan_in) by every replica
-        self.grads["W"] = _T(x) @ dz
-        if self.use_bias:
-            # the sum over samples as a matmul with ones: far faster than sum(axis=1) here
-            self.grads["b"] = np.ones((1, dz.shape[-2]), dtype=dz.dtype) @ dz
         self.last_dz = dz  # for backward hooks
+        if not need_param_grads:
+            self.grads = {}
+        else:
+            self._param_grads(x, dz)
         if not need_input_grad:
             return None
         W = self.params["W"]
         if self.units == 1:  # an outer product: broadcasting beats a matmul with inner dim 1
             return _T(W * _T(dz))
         return _T(W @ _T(dz))  # dx = dz W^T, feature-major like z
+
+    def _param_grads(self, x: np.ndarray, dz: np.ndarray) -> None:
+        # dW = x^T dz, summed over samples; x may be shared (n, fan_in) by every replica
+        self.grads["W"] = _T(x) @ dz
+        if self.use_bias:
+            # the sum over samples as a matmul with ones: far faster than sum(axis=1) here
+            self.grads["b"] = np.ones((1, dz.shape[-2]), dtype=dz.dtype) @ dz
 
 
 def _T(a: np.ndarray) -> np.ndarray:
@@ -202,13 +210,14 @@ class Residual:
         return y
 
     def backward(self, grad: np.ndarray, *, wrt_preactivation: bool = False,
-                 need_input_grad: bool = True) -> np.ndarray:
+                 need_input_grad: bool = True, need_param_grads: bool = True) -> np.ndarray:
         # y = x + s h(x): dL/ds = sum(grad * h), dL/dh = s grad, dL/dx = grad + h'(x)^T dL/dh
         scale = self.params["scale"]
-        self.grads = {"scale": np.sum(grad * self._h, axis=(-2, -1), keepdims=True)}
+        self.grads = ({"scale": np.sum(grad * self._h, axis=(-2, -1), keepdims=True)}
+                      if need_param_grads else {})
         g = grad * scale
         for layer in reversed(self.branch):
-            g = layer.backward(g)
+            g = layer.backward(g, need_param_grads=need_param_grads)
         for i, layer in enumerate(self.branch):
             for key, value in layer.grads.items():
                 self.grads[f"{i}.{key}"] = value

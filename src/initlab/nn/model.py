@@ -189,23 +189,25 @@ class Sequential:
         last = self.layers[-1]._cache
         return last[1] if self.fused else last[2]
 
-    def _backward(self, y: np.ndarray) -> None:
+    def _backward(self, y: np.ndarray, param_grads: bool = True) -> None:
         grad = self.loss.grad(self._loss_input(), y)
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
             layer = self.layers[i]
             grad = layer.backward(grad, wrt_preactivation=self.fused and i == last,
-                                  need_input_grad=i > 0)
+                                  need_input_grad=i > 0, need_param_grads=param_grads)
             for hook in self._hooks["backward"]:
                 hook(i, layer, layer.last_dz)
 
-    def compute_gradients(self, X: Any, y: Any) -> np.ndarray:
+    def compute_gradients(self, X: Any, y: Any, *, param_grads: bool = True) -> np.ndarray:
         """Forward and backward once without updating; per-replica loss, gradients in
-        ``layer.grads``."""
+        ``layer.grads``. ``param_grads=False`` back-propagates only the gradients that backward
+        hooks see (w.r.t. each layer's pre-activation), skipping the weight gradients: for a
+        probe of a wide network they are most of the work."""
         X, y = self._prepare(X, y)
         self._forward(X, training=True)
         cost = self.loss.value(self._loss_input(), y)
-        self._backward(y)
+        self._backward(y, param_grads)
         return cost
 
     # --- data ---------------------------------------------------------------------------------
