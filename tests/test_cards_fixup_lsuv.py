@@ -29,6 +29,25 @@ def test_without_fixup_the_flat_variance_claim_fails(tmp_path, monkeypatch):
     assert _verdicts(result)["E7.fixup-flat"] == "fails"
 
 
+def test_fixup_trains_claim_fails_when_the_blocks_cannot_learn(tmp_path, monkeypatch):
+    from initlab.schemes import fixup
+
+    def frozen(model):  # both branch layers 0: relu'(0) = 0 and h = 0, so no block learns
+        fixup(model)
+        for block in model.layers[1:-1]:
+            block.branch[0].params["W"][...] = 0.0
+        return model
+
+    monkeypatch.setattr(card, "fixup", frozen)
+    _, (result,) = runner.run_cards([card], seeds=[0, 1], out=tmp_path, size="tiny")
+    claim = next(c for c in result.claims if c.id == "E7.fixup-trains")
+    assert claim.verdict == "fails" and "moved in 0 of 2 seeds" in claim.measured
+    monkeypatch.undo()  # the real Fixup: every block learns
+    _, (result,) = runner.run_cards([card], seeds=[0, 1], out=tmp_path, size="tiny")
+    claim = next(c for c in result.claims if c.id == "E7.fixup-trains")
+    assert claim.verdict == "holds" and "moved in 2 of 2 seeds" in claim.measured
+
+
 def test_lsuv_card_end_to_end_and_without_lsuv_it_fails(tmp_path, monkeypatch):
     from initlab.experiments import lsuv as lsuv_card
 

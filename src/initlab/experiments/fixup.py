@@ -34,7 +34,8 @@ CLAIMS = [
      "and without Fixup fails"),
     ("E7.fixup-flat", "Fixup: the output variance at init is the same for every L",
      "Fixup's output variance does not depend on depth"),
-    ("E7.fixup-trains", "Fixup: the cost goes down at every L", "Fixup trains 10,000 layers"),
+    ("E7.fixup-trains", "Fixup: the cost goes down at every L, and every layer of every block "
+     "learns (its weights move from their init)", "Fixup trains 10,000 layers"),
 ]
 
 
@@ -58,11 +59,19 @@ def _run_depth(blocks: int, seeds: list[int], X, y, epochs: int) -> dict:
             variance = np.var(last.reshape(len(seeds), -1), axis=1)
             # an output that is already inf/NaN at init gets one epoch: its cost is NaN
             n = epochs if np.all(np.isfinite(variance)) else 1
+            before = [block.params[k].copy() for block in model.layers[1:-1]
+                      for k in block.params if k.endswith("W")]
             start = time.perf_counter()
             model.fit(X, y, learning_rate=0.01, epochs=n, log_every=max(1, epochs // 10))
+            seconds = time.perf_counter() - start
+        after = [block.params[k] for block in model.layers[1:-1]
+                 for k in block.params if k.endswith("W")]
+        # per seed: the fraction of the blocks' weight matrices that moved
+        moved = np.mean([np.any(a != b, axis=(1, 2)) for a, b in zip(after, before, strict=True)],
+                        axis=0)
         costs = np.array(model.history["cost"])
         out[variant] = {"variance": variance, "costs": costs, "epochs": model.history["epoch"],
-                        "seconds": time.perf_counter() - start}
+                        "seconds": seconds, "moved": moved}
     return out
 
 
@@ -86,6 +95,7 @@ def run(ctx: Context) -> CardResult:
     he_failed = ~np.isfinite(he_costs[-1]) | (he_costs[-1] >= he_costs[0])
     fx_drop = np.array([results[L]["fixup"]["costs"][0] - results[L]["fixup"]["costs"][-1]
                         for L in depths])  # (depths, seeds)
+    fx_moved = np.array([results[L]["fixup"]["moved"] for L in depths])  # (depths, seeds)
     claims = [
         Claim(*CLAIMS[0], "; ".join(f"L={L}: {_var_text(v)}" for L, v in zip(depths, he_var,
                                                                             strict=True)),
@@ -96,9 +106,10 @@ def run(ctx: Context) -> CardResult:
         Claim(*CLAIMS[2], "; ".join(f"L={L}: {_var_text(v)}" for L, v in zip(depths, fx_var,
                                                                             strict=True)),
               check(np.allclose(fx_var, fx_var[0], rtol=1e-9))),
-        Claim(*CLAIMS[3], "; ".join(f"L={L}: cost drop {spread(d, '.3g')}"
-                                    for L, d in zip(depths, fx_drop, strict=True)),
-              check(np.all(fx_drop > 0))),
+        Claim(*CLAIMS[3], "; ".join(f"L={L}: cost drop {spread(d, '.3g')}, every block "
+                                    f"weight moved in {int(np.sum(m == 1))} of {len(m)} seeds"
+                                    for L, d, m in zip(depths, fx_drop, fx_moved, strict=True)),
+              check(np.all(fx_drop > 0) and np.all(fx_moved == 1))),
     ]
     logged = results[depths[0]]["fixup"]["epochs"]
     figure = plots.cost_curves(
@@ -117,6 +128,10 @@ def run(ctx: Context) -> CardResult:
     notes = [f"{len(seeds)} seeds; residual MLP 2 -> {WIDTH}, L blocks of (Dense {WIDTH} relu, "
              f"Dense {WIDTH}), sigmoid output; {epochs} full-batch epochs at learning rate 0.01 "
              f"on 200 moons points (one epoch where the output is already inf/NaN at init).",
+             f"After {epochs} epochs the cost drop is nearly the same at every L: the blocks "
+             f"start as the identity and the zero output layer passes them no gradient at the "
+             f"first step, so the first updates are the input and output layers' (a shallow "
+             f"network's); the blocks then move, which the claim checks.",
              "Training times (all seeds at once): " + ", ".join(
                  f"L={L} Fixup {results[L]['fixup']['seconds']:.1f} s" for L in depths) + "."]
     return CardResult(NAME, TITLE, claims, tables, [str(figure.relative_to(ctx.folder))], notes,
