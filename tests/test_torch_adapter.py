@@ -114,8 +114,8 @@ def test_probe_records_every_layer_and_its_gradients():
     out = model[0](X).detach().numpy()
     assert first["act_std"] == pytest.approx(out.std(), rel=1e-12)
     assert np.all(np.isfinite(table.column("grad_std")))
-    assert table.rows[1]["weight_grad_std"] == pytest.approx(
-        model[2].weight.grad.std().item(), rel=1e-12)
+    assert table.rows[1]["weight_grad_std"] == pytest.approx(  # population std, as the engine
+        model[2].weight.grad.std(correction=0).item(), rel=1e-12)
 
 
 def test_probe_histograms_are_the_counts_of_each_layers_outputs():
@@ -138,6 +138,251 @@ def test_probe_histograms_are_the_counts_of_each_layers_outputs():
         model(X)
     with pytest.raises(ValueError, match="keeps no histograms"):
         q.histogram(0)
+
+
+def _engine_columns(symmetry=True):
+    from initlab.nn import Dense, Sequential
+    from initlab.probes import Probe
+
+    model = (Sequential([Dense(8, "tanh"), Dense(1, "sigmoid")])
+             .compile("binary_crossentropy").build(2, rng=0))
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 2)), rng.integers(0, 2, (16, 1)).astype(float)
+    with Probe(model, symmetry=symmetry) as probe:
+        model.fit(X, y, epochs=2, callbacks=[probe])
+    return probe.table.columns
+
+
+def _torch_columns(model, X, symmetry=True):
+    with itorch.probe(model, symmetry=symmetry) as p:
+        model(X).sum().backward()
+    columns = p.table.columns
+    assert columns.index("name") == columns.index("layer") + 1  # the one extra column
+    return [c for c in columns if c != "name"]
+
+
+def test_probe_table_has_the_engine_probes_columns_in_the_same_order():
+    engine = _engine_columns()
+    assert {"saturated_fraction", "awake", "update_ratio", "rank"} <= set(engine)
+    x_mlp, x_cnn = torch.randn(8, 20, dtype=torch.float64), torch.randn(4, 3, 8, 8).double()
+    assert _torch_columns(_mlp(), x_mlp) == engine
+    assert _torch_columns(_cnn(), x_cnn) == engine
+    assert _torch_columns(_mlp(), x_mlp, symmetry=False) == _engine_columns(symmetry=False)
+    assert "rank" not in _engine_columns(symmetry=False)
+
+
+def _outputs(model, X):
+    """Each probed layer's output as (samples, units), recorded by hooks of the test's own."""
+    seen, handles = [], []
+    for _, layer in itorch.layers(model):
+        handles.append(layer.register_forward_hook(
+            lambda m, i, o: seen.append(o.detach().movedim(1, -1).reshape(-1, o.shape[1]))))
+    with torch.no_grad():
+        model(X)
+    for h in handles:
+        h.remove()
+    return [o.numpy() for o in seen]
+
+
+@pytest.mark.parametrize("make,X", [
+    (_mlp, torch.randn(32, 20, dtype=torch.float64)),
+    (_cnn, torch.randn(4, 3, 8, 8, dtype=torch.float64)),
+])
+def test_probe_rank_and_distinct_units_recomputed(make, X):
+    from initlab.probes import distinct_units
+
+    model = make()
+    first = model[0]
+    with torch.no_grad():  # units 1 and 2 copy unit 0: one unit less than the width, twice
+        first.weight[1:3] = first.weight[0]
+        first.bias[1:3] = first.bias[0]
+    with itorch.probe(model) as p:
+        model(X)
+    table, outputs = p.table, _outputs(model, X)
+    for row, (_, layer), out in zip(table.rows, itorch.layers(model), outputs, strict=True):
+        W = layer.weight.detach().reshape(layer.weight.shape[0], -1).T.numpy()
+        assert row["distinct_units"] == distinct_units(W, layer.bias.detach().numpy())
+        assert row["rank"] == np.linalg.matrix_rank(out)
+    assert table.rows[0]["distinct_units"] == table.rows[0]["units"] - 2
+    assert table.rows[0]["rank"] <= table.rows[0]["units"] - 2
+    assert table.rows[1]["distinct_units"] == table.rows[1]["units"]
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d(4, 8, 3, groups=4), nn.Conv2d(4, 6, 3, groups=2),
+                                   nn.ConvTranspose2d(4, 6, 3, groups=2),
+                                   nn.ConvTranspose2d(3, 5, 2, stride=2)])
+def test_distinct_units_of_grouped_and_transposed_convs_are_the_distinct_output_channels(layer):
+    layer = layer.double()
+    with torch.no_grad():  # every channel gets the same filter and bias: only the groups differ
+        layer.weight.copy_(torch.randn(layer.weight.shape[2:]).double())
+        layer.bias.fill_(0.5)
+    X = torch.randn(2, layer.in_channels, 6, 6, dtype=torch.float64)
+    with itorch.probe(layer) as p:
+        layer(X)
+    out = _outputs(layer, X)[0]
+    functions = len(np.unique(out.T.round(10), axis=0))  # channels that compute the same map
+    assert p.table.rows[0]["distinct_units"] == functions == layer.groups
+    assert p.table.rows[0]["units"] == layer.out_channels
+
+
+@pytest.mark.parametrize("make,X", [
+    (_mlp, torch.randn(32, 20, dtype=torch.float64)),
+    (_cnn, torch.randn(4, 3, 8, 8, dtype=torch.float64)),
+])
+def test_probe_gradient_columns_and_awake_behind_a_zeroed_layer(make, X):
+    model = make()
+    middle = list(itorch.layers(model))[1][1]
+    with torch.no_grad():  # the first layer's gradient passes through W = 0: exactly zero
+        middle.weight.zero_()
+    with itorch.probe(model) as p:
+        model(X).square().sum().backward()
+    for row, (_, layer) in zip(p.table.rows, itorch.layers(model), strict=True):
+        w, g = layer.weight.detach().numpy(), layer.weight.grad.numpy()
+        assert row["weight_std"] == pytest.approx(np.std(w), rel=1e-12)
+        assert row["weight_grad_std"] == pytest.approx(np.std(g), rel=1e-12)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            assert row["grad_weight_ratio"] == pytest.approx(np.std(g) / np.std(w), rel=1e-12,
+                                                             nan_ok=True)
+        assert row["awake"] is bool(np.any(g != 0))
+    assert [row["awake"] for row in p.table.rows] == [False, True, True]
+    assert p.table.rows[1]["grad_weight_ratio"] == np.inf  # weight_std 0, as the engine divides
+    with itorch.probe(model) as q:  # no backward: no gradient columns
+        with torch.no_grad():
+            model(X)
+    row = q.table.rows[0]
+    assert all(np.isnan(row[k]) for k in ("grad_std", "weight_grad_std", "awake",
+                                           "grad_weight_ratio", "update_ratio"))
+
+
+def test_probe_keeps_each_passes_weight_gradient_through_zero_grad_and_steps():
+    model = _mlp()
+    X, y = torch.randn(32, 20, dtype=torch.float64), torch.randint(0, 3, (32,))
+    lr = 0.1
+    sgd = torch.optim.SGD(model.parameters(), lr=lr)
+    grads, weights = [], []
+    with itorch.probe(model) as p:
+        for _ in range(3):
+            sgd.zero_grad()  # None before the next pass: the probe must have caught it already
+            nn.functional.cross_entropy(model(X), y).backward()
+            grads.append(model[2].weight.grad.numpy().copy())
+            weights.append(model[2].weight.detach().numpy().copy())
+            sgd.step()
+    rows = p.table.where(layer=1).rows
+    assert len(rows) == 3
+    for row, g, w in zip(rows, grads, weights, strict=True):
+        assert row["weight_grad_std"] == pytest.approx(np.std(g), rel=1e-12)
+        assert row["weight_std"] == pytest.approx(np.std(w), rel=1e-12)
+        # plain SGD, worked by hand: W' - W = -lr dW, so update_ratio = lr * grad_weight_ratio
+        assert row["update_ratio"] == pytest.approx(lr * row["grad_weight_ratio"], rel=1e-9)
+
+
+@pytest.mark.parametrize("make,X", [
+    (_mlp, torch.randn(32, 20, dtype=torch.float64)),
+    (_cnn, torch.randn(4, 3, 8, 8, dtype=torch.float64)),
+])
+def test_probe_update_ratio_after_one_step(make, X):
+    model = make()
+    before = [layer.weight.detach().numpy().copy() for _, layer in itorch.layers(model)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    with itorch.probe(model) as p:
+        model(X).square().mean().backward()
+        opt.step()
+        model(X)  # a second pass with no step after it
+    after = [layer.weight.detach().numpy() for _, layer in itorch.layers(model)]
+    for row, w0, w1 in zip(p.table.where(step=0).rows, before, after, strict=True):
+        assert row["update_ratio"] == pytest.approx(np.std(w1 - w0) / np.std(w0), rel=1e-12)
+        assert row["update_ratio"] > 0
+    assert np.all(np.isnan(p.table.where(step=1).column("update_ratio")))
+    assert np.all(np.isnan(itorch.probe_batch(make(), X.shape[1:]).table.column(
+        "update_ratio")))  # a probe batch takes no step, as the engine's record()
+
+
+def test_probe_update_ratio_sees_a_fused_optimizer_and_a_zero_update():
+    model = _mlp()
+    X = torch.randn(16, 20, dtype=torch.float64)
+    w0 = model[0].weight.detach().numpy().copy()
+    adam = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # no version bump
+    with itorch.probe(model) as p:
+        model(X).sum().backward()
+        adam.step()
+    w1 = model[0].weight.detach().numpy()
+    assert p.table.rows[0]["update_ratio"] == pytest.approx(np.std(w1 - w0) / np.std(w0),
+                                                            rel=1e-12)
+    with torch.no_grad():
+        model[2].weight.zero_()  # layer 0 sleeps: SGD adds its zero gradient, a zero update
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    sgd.zero_grad()
+    with itorch.probe(model) as q:
+        model(X).sum().backward()
+        sgd.step()
+    assert q.table.rows[0]["awake"] is False and q.table.rows[0]["update_ratio"] == 0.0
+
+
+def _saturated(z, activation):  # the engine's bounds, written out again
+    a = np.tanh(z) if activation == "tanh" else 1 / (1 + np.exp(-z))
+    lo, hi = (-0.97, 0.97) if activation == "tanh" else (0.03, 0.97)
+    return np.mean((a <= lo) | (a >= hi))
+
+
+@pytest.mark.parametrize("act,name", [(nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid")])
+def test_saturated_fraction_applies_the_activation_after_the_layer(act, name):
+    X = torch.randn(64, 10, dtype=torch.float64)
+    fractions = []
+    for scale in (100.0, 1e-3):
+        model = nn.Sequential(nn.Linear(10, 50), act(), nn.Linear(50, 5), nn.ReLU(),
+                              nn.Linear(5, 2)).double()
+        with torch.no_grad():
+            model[0].weight.mul_(scale)
+            model[0].bias.mul_(scale)
+        with itorch.probe(model) as p:
+            model(X)
+        rows = p.table.rows
+        z = model[0](X).detach().numpy()
+        assert rows[0]["saturated_fraction"] == pytest.approx(_saturated(z, name), rel=1e-12)
+        assert np.isnan(rows[1]["saturated_fraction"])  # ReLU: the engine has no rule either
+        assert np.isnan(rows[2]["saturated_fraction"])  # nothing after the last layer
+        fractions.append(rows[0]["saturated_fraction"])
+    assert fractions[0] > 0.9 and fractions[1] < 0.01
+
+
+def test_saturated_fraction_of_a_conv_and_where_the_order_says_nothing():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sigmoid()).double()
+    with torch.no_grad():
+        model[0].weight.mul_(20)
+    X = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    with itorch.probe(model) as p:
+        model(X)
+    z = _outputs(model, X)[0]
+    assert p.table.rows[0]["saturated_fraction"] == pytest.approx(_saturated(z, "sigmoid"))
+    assert 0.1 < p.table.rows[0]["saturated_fraction"] < 1
+
+    class Custom(nn.Module):  # registered Linear then Tanh, but the Tanh reads something else
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = nn.Linear(4, 4), nn.Tanh()
+
+        def forward(self, x):
+            return self.fc(self.act(x))
+
+    class Reversed(nn.Sequential):
+        def forward(self, x):
+            for module in reversed(self):
+                x = module(x)
+            return x
+
+    for model in (Custom(), Reversed(nn.Linear(4, 4), nn.Tanh())):
+        with itorch.probe(model) as p:
+            model(torch.randn(8, 4))
+        assert np.isnan(p.table.rows[0]["saturated_fraction"])
+
+
+def test_inspect_verdict_reads_the_saturated_fraction():
+    model = nn.Sequential(nn.Linear(20, 64), nn.Tanh(), nn.Linear(64, 3))
+    itorch.initialize(model, {"name": "normal", "std": 3.0}, rng=0)
+    rows = itorch.inspect_module(model, batch=64)
+    assert rows[0]["saturated_fraction"] > 0.5 and rows[0]["verdict"] == "saturated"
+    itorch.initialize(model, "glorot_normal", rng=0)
+    assert itorch.inspect_module(model, batch=64)[0]["verdict"] == "healthy"
 
 
 def _blocks(L, make_branch, head=None):

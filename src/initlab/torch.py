@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 from torch import nn
 
 from initlab import initializers
 from initlab._validate import RngLike, as_rng, check_positive
 from initlab.fans import compute_fans
-from initlab.probes import HIST_EDGES, Table, layer_statistics
+from initlab.nn import activations
+from initlab.probes import HIST_EDGES, Table, distinct_units, layer_statistics
 from initlab.schemes import LSUVResult
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -229,37 +231,120 @@ def fixup(module: nn.Module, blocks: Sequence[nn.Module] | None = None, *,
                        None if output is None else output[0])
 
 
+# activation modules whose saturation the engine defines (initlab.probes.SATURATION)
+SATURATING = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+# the engine's gradient columns, in its order, after the activation and symmetry statistics
+GRADIENT_COLUMNS = ("grad_std", "weight_std", "weight_grad_std", "grad_weight_ratio", "awake",
+                    "update_ratio")
+
+
+def _std(t: torch.Tensor) -> float:
+    """The population std in float64, as the engine's (``np.std``), not torch's ``n - 1``."""
+    return float(t.detach().double().std(correction=0))
+
+
+def unit_weights(layer: nn.Module) -> tuple[np.ndarray, np.ndarray | None]:
+    """The layer's (W, b) in the engine's Dense convention: column j of W (fan_in, units)
+    holds every weight output channel j reads, zero outside its group, so two columns are
+    equal only if the two units compute the same function of the layer's input."""
+    weight = layer.weight.detach().double()
+    groups = getattr(layer, "groups", 1)
+    if _transposed(layer):  # (in, out / groups, *kernel) -> (out / groups, in, *kernel) blocks
+        c_in, c_out = weight.shape[0], weight.shape[1] * groups
+        blocks = weight.reshape(groups, c_in // groups, *weight.shape[1:]).transpose(1, 2)
+    else:  # (out, in / groups, *kernel)
+        c_in, c_out = weight.shape[1] * groups, weight.shape[0]
+        blocks = weight.reshape(groups, c_out // groups, *weight.shape[1:])
+    full = weight.new_zeros((c_out, c_in, *weight.shape[2:]))
+    o, i = c_out // groups, c_in // groups
+    for g in range(groups):
+        full[g * o:(g + 1) * o, g * i:(g + 1) * i] = blocks[g]
+    bias = None if layer.bias is None else layer.bias.detach().double().cpu().numpy()
+    return full.reshape(c_out, -1).T.cpu().numpy(), bias
+
+
+def _following(module: nn.Module) -> dict[int, nn.Module | None]:
+    """id(child) -> the module applied right after it, in every nn.Sequential of ``module``
+    that keeps Sequential's forward (there registration order is the order of application;
+    elsewhere it says nothing). None for a child used twice with different successors."""
+    after: dict[int, nn.Module | None] = {}
+    for m in module.modules():
+        if isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward:
+            children = list(m)  # with repeats, as forward applies them
+            for a, b in zip(children, children[1:], strict=False):
+                after[id(a)] = b if after.get(id(a), b) is b else None
+    return after
+
+
 class Probe:
-    """Per-layer statistics of a torch module's Linear / convolution layers, as the NumPy
-    engine's probes record them (one row per forward pass x layer, replica 0): output mean,
-    std, min, max, dead, non-finite fractions, the std of the gradient at the layer's output
-    and of its weight gradient. Channels count as units (a conv output (N, C, ...) is read as
-    N x ... samples of C units). With ``histograms`` (default), the counts of each layer's
-    outputs on ``initlab.probes.HIST_EDGES`` too, kept beside the table as the engine keeps
-    them: :meth:`histogram` (non-finite values counted as NumPy's ``nan_to_num`` maps them).
+    """Per-layer statistics of a torch module's Linear / convolution layers: the NumPy engine's
+    table (:class:`initlab.probes.Probe`), same columns in the same order, plus ``name``. One
+    row per forward pass x layer, replica 0. Channels count as units (a conv output
+    (N, C, ...) is read as N x ... samples of C units); stds are population stds, float64.
+
+    Where the definitions differ from the engine's, because a torch layer's output is its
+    pre-activation z (the engine's layer output is phi(z)):
+
+    - ``act_*``, ``dead_fraction``, ``nonfinite_fraction``, ``rank`` and the histograms read z.
+    - ``saturated_fraction`` is the engine's rule (:data:`initlab.probes.SATURATION`) on
+      phi(z), where phi is the module applied right after the layer: the next module of a
+      plain ``nn.Sequential`` when it is ``nn.Tanh`` or ``nn.Sigmoid``. NaN otherwise: the
+      engine has no saturation rule for other activations either, and outside a Sequential
+      the order modules were registered in does not say which activation reads the output.
+    - ``distinct_units``: :func:`initlab.probes.distinct_units` of :func:`unit_weights`, each
+      output channel's incoming weights and bias.
+    - ``grad_std``: the gradient at z; ``weight_grad_std`` and ``awake`` (that gradient not all
+      zero) the weight gradient of the first backward through the pass, caught by a hook as
+      backward computes it, so ``zero_grad`` before the next pass does not erase it; NaN if
+      no backward reached the layer. ``weight_std`` is of the weights the pass used, and
+      ``grad_weight_ratio`` = weight_grad_std / weight_std.
+    - ``update_ratio`` = std(W' - W) / std(W): W the weights the pass used, W' those at the
+      next pass (or when the table is read, or the probe exits), so after ``optimizer.step()``
+      a row holds the update its own gradient led to, as the engine's row of an epoch does.
+      NaN where no step came in between (the weights neither written in place nor changed),
+      as the engine's probe batch without a step. A copy of each layer's weights is kept
+      from its pass until then.
+
+    With ``symmetry`` (default), ``distinct_units`` and ``rank`` (an SVD per layer and pass);
+    with ``histograms`` (default), the counts of each layer's outputs on
+    ``initlab.probes.HIST_EDGES``, kept beside the table as the engine keeps them:
+    :meth:`histogram` (non-finite values counted as NumPy's ``nan_to_num`` maps them).
 
         with Probe(model) as probe:
-            loss_fn(model(X), y).backward()
+            for X, y in batches:
+                optimizer.zero_grad()
+                loss_fn(model(X), y).backward()
+                optimizer.step()
         probe.table, probe.histogram(0)
     """
 
-    def __init__(self, module: nn.Module, *, histograms: bool = True):
+    def __init__(self, module: nn.Module, *, symmetry: bool = True, histograms: bool = True):
         self.module = module
         self.layers = list(layers(module))
         if not self.layers:
             raise ValueError(f"module has no Linear or convolution layer to probe: "
                              f"{type(module).__name__}")
-        self.keep_histograms = histograms
+        after = _following(module)
+        self.activations = [SATURATING.get(type(after.get(id(layer)))) for _, layer in self.layers]
+        self.symmetry, self.keep_histograms = symmetry, histograms
+        # found once: threadpool_limits() looks the BLAS libraries up again on every call
+        self._blas = ThreadpoolController() if symmetry else None
         self.rows: list[dict[str, Any]] = []
         self.histograms: dict[int, list[np.ndarray]] = {i: [] for i in range(len(self.layers))}
         self._pending: dict[int, dict[str, Any]] = {}
         self._pending_counts: dict[int, np.ndarray] = {}
+        self._before: dict[int, tuple[torch.Tensor, int]] = {}  # weights the pass used
         self._handles: list = []
         self.step = 0
+
+    def __repr__(self) -> str:
+        return f"Probe({type(self.module).__name__}, {len(self.layers)} layers, step={self.step})"
 
     def __enter__(self) -> Probe:
         for i, (_, layer) in enumerate(self.layers):
             self._handles.append(layer.register_forward_hook(self._forward_hook(i)))
+            if layer.weight.requires_grad:
+                self._handles.append(layer.weight.register_hook(self._weight_grad_hook(i)))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -281,25 +366,53 @@ class Probe:
                 self._flush()
             a = self._units_last(output)
             stats = layer_statistics(a, "linear")
+            phi = self.activations[i]
+            if phi is not None:
+                stats["saturated_fraction"] = layer_statistics(
+                    activations.get(phi)(a), phi)["saturated_fraction"]
             if self.keep_histograms:  # as the engine's Probe counts: (replica, bins)
                 self._pending_counts[i] = np.histogram(np.nan_to_num(a[0]), HIST_EDGES)[0][None]
-            row = self._pending[i] = {k: float(v[0]) for k, v in stats.items()
-                                      if k != "saturated_fraction"}
+            row = self._pending[i] = {k: float(v[0]) for k, v in stats.items()}
+            if self.symmetry:
+                row["distinct_units"] = distinct_units(*unit_weights(layer))
+                with self._blas.limit(limits=1):  # as the engine: threaded small SVDs crawl
+                    row["rank"] = (int(np.linalg.matrix_rank(a[0])) if np.all(np.isfinite(a))
+                                   else -1)
+            row["weight_std"] = _std(layer.weight)
+            self._before[i] = (layer.weight.detach().clone(), layer.weight._version)
             if output.requires_grad:  # the gradient at this output, when backward reaches it
-                output.register_hook(
-                    lambda grad: row.__setitem__("grad_std", float(grad.double().std())))
+                output.register_hook(lambda grad: row.__setitem__("grad_std", _std(grad)))
         return hook
+
+    def _weight_grad_hook(self, i: int):
+        def hook(grad: torch.Tensor) -> None:
+            row = self._pending.get(i)
+            if row is not None and "weight_grad_std" not in row:  # the pass's first backward
+                row["weight_grad_std"] = _std(grad)
+                row["awake"] = bool(torch.any(grad != 0))
+        return hook
+
+    def _update_ratio(self, i: int, layer: nn.Module) -> float:
+        before, version = self._before.pop(i)
+        now = layer.weight.detach()
+        # fused optimizers write without bumping the version: compare the values too
+        if now._version == version and torch.equal(now, before):
+            return float("nan")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(np.float64(_std(now.double() - before.double())) / _std(before))
 
     def _flush(self) -> None:
         for i, stats in sorted(self._pending.items()):
             name, layer = self.layers[i]
-            weight = layer.weight.detach().double()
-            grad = layer.weight.grad
-            row = {"step": self.step, "replica": 0, "layer": i, "name": name,
-                   "units": int(layer.weight.shape[1 if _transposed(layer) else 0]), **stats,
-                   "grad_std": stats.get("grad_std", float("nan")),
-                   "weight_std": float(weight.std()),
-                   "weight_grad_std": float("nan") if grad is None else float(grad.double().std())}
+            units = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+            row = {"step": self.step, "replica": 0, "layer": i, "name": name, "units": units}
+            row.update((k, v) for k, v in stats.items() if k not in GRADIENT_COLUMNS)
+            stats = {"weight_grad_std": float("nan"), **stats}
+            with np.errstate(divide="ignore", invalid="ignore"):
+                stats["grad_weight_ratio"] = float(np.float64(stats["weight_grad_std"])
+                                                   / stats["weight_std"])
+            stats["update_ratio"] = self._update_ratio(i, layer)
+            row.update((k, stats.get(k, float("nan"))) for k in GRADIENT_COLUMNS)
             self.rows.append(row)
         for i, counts in sorted(self._pending_counts.items()):
             self.histograms[i].append(counts)
@@ -321,9 +434,9 @@ class Probe:
         return np.stack([h[replica] for h in self.histograms[layer]])
 
 
-def probe(module: nn.Module, *, histograms: bool = True) -> Probe:
+def probe(module: nn.Module, *, symmetry: bool = True, histograms: bool = True) -> Probe:
     """A :class:`Probe` of ``module``: use it as a context manager around forward/backward."""
-    return Probe(module, histograms=histograms)
+    return Probe(module, symmetry=symmetry, histograms=histograms)
 
 
 def load_factory(spec: str) -> nn.Module:
@@ -369,11 +482,7 @@ def verdict_rows(table: Table) -> list[dict[str, Any]]:
     """The rows of a torch probe table with the NumPy engine's ``initlab inspect`` verdict."""
     from initlab.inspect import verdict
 
-    rows = []
-    for row in table.rows:
-        row = {**row, "saturated_fraction": float("nan")}
-        rows.append({**row, "verdict": verdict(row)})
-    return rows
+    return [{**row, "verdict": verdict(row)} for row in table.rows]
 
 
 def inspect_module(module: nn.Module, input_shape: tuple[int, ...] | None = None, *,
