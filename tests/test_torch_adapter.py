@@ -533,6 +533,8 @@ def test_inspect_command_builds_a_torch_model_from_a_factory(tmp_path, monkeypat
         "def cnn():\n"
         "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(),\n"
         "                         nn.Linear(8 * 6 * 6, 10))\n"
+        "def tanh_mlp():\n"
+        "    return nn.Sequential(nn.Linear(20, 64), nn.Tanh(), nn.Linear(64, 10))\n"
         "def not_a_module():\n"
         "    return 3\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -556,6 +558,12 @@ def test_inspect_command_builds_a_torch_model_from_a_factory(tmp_path, monkeypat
     assert main(["inspect", "--torch", "factories:cnn", "--init", "zeros",
                  "--input-shape", "3,8,8"]) == 0
     assert "dead" in capsys.readouterr().out  # zero weights: every output is 0
+    # N(0, 1) weights on 20 inputs: z has std ~4.5, so tanh saturates most outputs
+    assert main(["inspect", "--torch", "factories:tanh_mlp", "--init", "normal"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    first, last = rows[0].split("│"), rows[1].split("│")
+    assert "saturated" in first[-2] and int(first[6].strip().rstrip("%")) >= 50
+    assert last[6].strip() == "-"  # no Tanh after the output layer: no saturation to read
     assert main(["inspect", "--torch", "factories:cnn"]) == 2
     assert "--input-shape" in capsys.readouterr().out
     assert main(["inspect", "--torch", "factories:not_a_module"]) == 2

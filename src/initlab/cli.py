@@ -131,6 +131,11 @@ def _fmt(value: float) -> str:
     return "-" if value != value else f"{value:.3g}"  # NaN prints as '-'
 
 
+def _percent(fraction: float) -> str:
+    """A fraction as a percentage, '-' for NaN (no such quantity for this layer)."""
+    return "-" if fraction != fraction else f"{fraction:.0%}"
+
+
 def _inspect(args: argparse.Namespace, console: Console) -> int:
     from initlab.inspect import THRESHOLDS, inspect_network
 
@@ -152,8 +157,7 @@ def _inspect(args: argparse.Namespace, console: Console) -> int:
         table.add_row(str(row["layer"]), str(row["units"]),
                       f"{_fmt(row['act_std'])} ± {_fmt(row['act_std_sd'])}",
                       _fmt(row["theory_std"]), f"{row['dead_fraction']:.0%}",
-                      "-" if row["saturated_fraction"] != row["saturated_fraction"]
-                      else f"{row['saturated_fraction']:.0%}", _fmt(row["grad_std"]),
+                      _percent(row["saturated_fraction"]), _fmt(row["grad_std"]),
                       f"[{colors[row['verdict']]}]{row['verdict']}[/]")
     console.print(table)
     console.print(f"theory: mean-field prediction of the output std (sigma_w from the drawn "
@@ -179,14 +183,17 @@ def _inspect_torch(args: argparse.Namespace, console: Console) -> int:
     rows = itorch.verdict_rows(probe.table)
     table = Table(title=f"{args.torch} ({'init ' + args.init if args.init else 'its own init'}"
                         f"), Gaussian probe batch of {args.batch}")
-    for column in ("layer", "name", "units", "output std", "dead", "grad std", "verdict"):
+    for column in ("layer", "name", "units", "output std", "dead", "saturated", "grad std",
+                   "verdict"):
         table.add_column(column)
     for row in rows:
         table.add_row(str(row["layer"]), row["name"], str(row["units"]), _fmt(row["act_std"]),
-                      f"{row['dead_fraction']:.0%}", _fmt(row["grad_std"]), row["verdict"])
+                      f"{row['dead_fraction']:.0%}", _percent(row["saturated_fraction"]),
+                      _fmt(row["grad_std"]), row["verdict"])
     console.print(table)
-    console.print(f"Outputs of each Linear / convolution layer (before its activation). "
-                  f"Thresholds: {THRESHOLDS}.")
+    console.print(f"Outputs of each Linear / convolution layer (before its activation; "
+                  f"'saturated' reads a Tanh or Sigmoid module that follows the layer in an "
+                  f"nn.Sequential, '-' where there is none). Thresholds: {THRESHOLDS}.")
     if args.out:
         import numpy as np
 
