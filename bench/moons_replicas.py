@@ -14,7 +14,8 @@ Variants (``--only`` keys):
   jax       JAX: params with a leading axis of 30, vmap(value_and_grad), the epoch loop in one jit
 
 Each variant first runs a 1-epoch warm-up, untimed (for JAX this is the compile, so compile time
-is excluded), then the timed run: init + training + the final cost. As a sanity check it prints
+is excluded), then the timed runs: init + training + the final cost, in rounds that time every
+variant once each; a ratio is taken within each round and the median of the rounds reported. As a sanity check it prints
 the mean final training cost of the 10 "he" replicas: initlab batched and one by one should agree
 exactly; torch and JAX draw different weights, so they should only be close.
 
@@ -160,16 +161,6 @@ VARIANTS = {  # key: (label, maker)
 }
 
 
-def time_it(run, epochs: int, repeats: int) -> tuple[float, list[float], np.ndarray]:
-    """Median and all wall times of ``run(epochs)`` over ``repeats`` runs, and its last result."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run(epochs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times, result
-
-
 def machine_facts() -> dict:
     facts = {"os.cpu_count()": os.cpu_count(), "numpy": np.__version__}
     try:
@@ -198,7 +189,8 @@ def machine_facts() -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15000)
-    parser.add_argument("--repeats", type=int, default=1, help="report the median of this many")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds; each times every variant once (medians are reported)")
     parser.add_argument("--only", default=",".join(VARIANTS),
                         help=f"comma list of variants to run, of: {','.join(VARIANTS)}")
     parser.add_argument("--json", metavar="PATH", help="also save the numbers here")
@@ -209,29 +201,45 @@ def main(argv=None) -> None:
 
     X, y = make_moons(n_samples=400, noise=0.2, random_state=0)
     he = [i for i, (init, _) in enumerate(LABELS) if init == "he"]
-    results = {}
+    runs = {}
     for key in keys:
         label, maker = VARIANTS[key]
         try:
-            run = maker(X, y)
+            runs[key] = maker(X, y)
         except ImportError as exc:
             print(f"{label}: skipped ({exc.name} not installed)")
             continue
-        run(1)  # warm-up, untimed (JAX: the compile)
-        median, times, costs = time_it(run, args.epochs, args.repeats)
-        results[key] = {"label": label, "seconds": median, "all_seconds": times,
-                        "he_mean_final_cost": float(np.mean(costs[he])),
-                        "final_costs": costs.tolist()}
-        print(f"{label}: {median:.3f} s", flush=True)
+        runs[key](1)  # warm-up, untimed (JAX: the compile)
+    # round-robin: each round times every variant once, so that a slow spell of this shared
+    # machine (seen: +-30 % within minutes) hits the variants of a round alike; the ratios are
+    # taken within each round, then their median
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    costs: dict[str, np.ndarray] = {}
+    for round_ in range(args.repeats):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            costs[key] = run(args.epochs)
+            times[key].append(time.perf_counter() - start)
+            print(f"round {round_ + 1}: {VARIANTS[key][0]}: {times[key][-1]:.3f} s", flush=True)
+    results = {}
+    for key in runs:
+        ratios = ([t / b for t, b in zip(times[key], times["batched"], strict=True)]
+                  if "batched" in runs else [])
+        results[key] = {"label": VARIANTS[key][0], "seconds": statistics.median(times[key]),
+                        "all_seconds": times[key], "ratios": ratios,
+                        "ratio": statistics.median(ratios) if ratios else None,
+                        "he_mean_final_cost": float(np.mean(costs[key][he])),
+                        "final_costs": costs[key].tolist()}
 
     base = results.get("batched", {}).get("seconds")
     facts = machine_facts()
     setup = (f"30 replicas (3 inits x 10 seeds), {args.epochs} epochs, median of {args.repeats}; "
              f"every replica trains on the same data: make_moons(400, noise=0.2, random_state=0)")
     rows = [(r["label"], f"{r['seconds']:.3f}",
-             f"{r['seconds'] / base:.2f}x" if base else "-", f"{r['he_mean_final_cost']:.6f}")
+             f"{r['ratio']:.2f}x" if base else "-", f"{r['he_mean_final_cost']:.6f}")
             for r in results.values()]
-    header = ("variant", "wall time (s)", "/ initlab batched", "mean final cost, he replicas")
+    header = ("variant", "median wall time (s)", "/ initlab batched (median of the rounds)",
+              "mean final cost, he replicas")
     try:
         from rich.console import Console
         from rich.table import Table
@@ -253,7 +261,8 @@ def main(argv=None) -> None:
     if base:
         for key, r in results.items():
             if key != "batched":
-                print(f"{r['label']} / initlab batched = {r['seconds'] / base:.1f}x")
+                rounds = ", ".join(f"{v:.2f}" for v in r["ratios"])
+                print(f"{r['label']} / initlab batched = {r['ratio']:.2f}x (rounds: {rounds})")
     if "batched" in results and "onebyone" in results:
         diff = np.max(np.abs(np.subtract(results["batched"]["final_costs"],
                                          results["onebyone"]["final_costs"])))
