@@ -570,3 +570,29 @@ def test_inspect_command_builds_a_torch_model_from_a_factory(tmp_path, monkeypat
     assert "not a torch.nn.Module" in capsys.readouterr().out
     assert main(["inspect", "--torch", "factories"]) == 2
     assert "package.module:function" in capsys.readouterr().out
+
+
+def test_torch_probe_table_draws_the_engines_awake_timeline(tmp_path):
+    # zero weights, random biases (card E5): at step t exactly the last t + 1 layers receive a
+    # weight gradient, as the engine's bias-only card measures; the engine's awake_layers and
+    # awake_timeline read the torch table as they read the engine's
+    from initlab.probes import awake_layers
+    from initlab.report import figures
+
+    model = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(6, 6), nn.Tanh())],
+                          nn.Linear(6, 1)).double()
+    itorch.initialize(model, "zeros", bias={"name": "normal", "std": 1.0}, rng=0)
+    X = torch.randn(32, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = (X[:, :1] > 0).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    with itorch.probe(model, symmetry=False, histograms=False) as probe:
+        for _ in range(6):
+            opt.zero_grad()
+            nn.functional.binary_cross_entropy_with_logits(model(X), y).backward()
+            opt.step()
+    steps, awake = awake_layers(probe.table)
+    expected = np.array([[layer >= 4 - t for layer in range(5)] for t in range(6)])
+    np.testing.assert_array_equal(steps, np.arange(6))
+    np.testing.assert_array_equal(awake, expected)
+    path = figures.awake_timeline(steps, awake, tmp_path / "awake.png")
+    assert matplotlib.image.imread(path).std() > 0
