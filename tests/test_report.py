@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import types
 
+import numpy as np
 import pytest
 
 from initlab.experiments import moons, runner
@@ -117,3 +118,27 @@ def test_index_html_loads_every_image_in_a_headless_browser(tmp_path):
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1000,1400", index.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_band_curves_draws_each_band_and_marks_the_marked(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from initlab.report import figures
+
+    drawn = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (drawn.append(fig), real_close(fig)))
+    layers = np.arange(5.0)
+    curves = {"a": {"mean": 1 + layers, "min": 0.5 + layers, "max": 2 + layers,
+                    "theory": 1 + layers},
+              "b": {"mean": np.array([1.0, 0.5, 0.0, np.inf, 0.1]), "min": np.ones(5),
+                    "max": np.ones(5)}}
+    path = figures.band_curves(curves, tmp_path / "f.png", first_layer=1, ylabel="std",
+                               title="t", marked={"b"})
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    lines = {line.get_label(): line for line in drawn[0].axes[0].get_lines()}
+    assert lines["a"].get_linestyle() == "-" and lines["b"].get_linestyle() == "-."
+    assert list(lines["a"].get_xdata()) == [1, 2, 3, 4, 5]  # from first_layer on
+    # a log axis cannot draw 0 or inf: they become gaps
+    assert np.isnan(lines["b"].get_ydata()[[2, 3]]).all()
+    assert len(drawn[0].axes[0].collections) == 2  # one band per curve

@@ -445,32 +445,11 @@ def _row_stats(key: str, values: np.ndarray) -> dict:
 
 
 def _band_figure(curves: dict, path, *, first_layer: int, ylabel: str, title: str):
-    """Per variant, the mean over seeds and its min-max band against the layer, log y, theory
-    dashed where given; the context variants dash-dotted with a marker every 10 layers."""
-    import matplotlib.pyplot as plt  # figures.py has set the Agg backend
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (name, curve), color in zip(curves.items(), _colors(curves), strict=True):
-        layers = np.arange(first_layer, first_layer + len(curve["mean"]))
-        positive = lambda v: np.where(v > 0, v, np.nan)  # noqa: E731
-        context = name.split()[-1] in CONTEXT
-        ax.plot(layers, positive(curve["mean"]), "-." if context else "-", color=color,
-                marker="o" if context else None, markevery=10, markersize=3.5, label=name)
-        ax.fill_between(layers, positive(curve["min"]), positive(curve["max"]), color=color,
-                        alpha=0.2, linewidth=0)
-        if curve.get("theory") is not None:
-            ax.plot(layers, positive(curve["theory"]), "--", color=color, alpha=0.8,
-                    linewidth=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("layer")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    if curves:  # the kept-scale figure may have none, when a test breaks every variant
-        ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    """The per-variant bands, each variant in its colour of the full figure and the context
+    variants dash-dotted with markers."""
+    return plots.band_curves(curves, path, first_layer=first_layer, ylabel=ylabel, title=title,
+                             colors=_colors(curves),
+                             marked={name for name in curves if name.split()[-1] in CONTEXT})
 
 
 def _colors(curves: dict) -> list:

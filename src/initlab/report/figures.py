@@ -1,5 +1,6 @@
-"""Figures from probe tables: per-layer std against depth (theory dashed), the layer-by-bin
-histogram image, and the awake-layers timeline. Each returns the saved path."""
+"""Figures from probe tables: per-layer std against depth (theory dashed), per-layer bands
+over seeds, the layer-by-bin histogram image, and the awake-layers timeline. Each returns the
+saved path."""
 
 from __future__ import annotations
 
@@ -63,6 +64,34 @@ def std_vs_depth(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def band_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, *,
+                first_layer: int, ylabel: str, title: str, colors: Sequence | None = None,
+                marked: set[str] = frozenset()) -> Path:
+    """Per curve, ``mean`` against the layer with its ``min``-``max`` band (over seeds) on a
+    log axis, ``theory`` dashed where given; the ``marked`` curves dash-dotted with a marker
+    every 10 layers (to tell apart lines that overlap)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors = colors or [plt.cm.tab10.colors[i % 10] for i in range(len(curves))]
+    for (name, curve), color in zip(curves.items(), colors, strict=True):
+        layers = np.arange(first_layer, first_layer + len(curve["mean"]))
+        mark = name in marked
+        ax.plot(layers, _positive(curve["mean"]), "-." if mark else "-", color=color,
+                marker="o" if mark else None, markevery=10, markersize=3.5, label=name)
+        ax.fill_between(layers, _positive(curve["min"]), _positive(curve["max"]), color=color,
+                        alpha=0.2, linewidth=0)
+        if curve.get("theory") is not None:
+            ax.plot(layers, _positive(curve["theory"]), "--", color=color, alpha=0.8,
+                    linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if curves:  # a figure may have no curve left, e.g. when every variant broke
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     return _save(fig, path)
 
