@@ -261,8 +261,8 @@ def test_hooks_see_every_layer_and_remove_themselves():
     X, y = make_moons(30, noise=0.2, random_state=0)
     model = _moons_net("he_normal").build(2, rng=0, replicas=2)
     seen = []
-    with model.register_hook("forward", lambda i, layer, a: seen.append(("f", i, a.shape))), \
-            model.register_hook("backward", lambda i, layer, g: seen.append(("b", i, g.shape))):
+    with model.register_hook("forward", lambda i, layer, t: seen.append(("f", i, t.a.shape))), \
+            model.register_hook("backward", lambda i, layer, g: seen.append(("b", i, g.dz.shape))):
         model.fit(X, y, epochs=1)
     assert seen == [("f", 0, (2, 30, 12)), ("f", 1, (2, 30, 6)), ("f", 2, (2, 30, 1)),
                     ("b", 2, (2, 30, 1)), ("b", 1, (2, 30, 6)), ("b", 0, (2, 30, 12))]
@@ -280,15 +280,15 @@ def test_gradients_without_parameter_gradients_give_the_hooks_the_same_dz():
                         Dense(1, "sigmoid")]).compile("binary_crossentropy").build(4, rng=1)
     seen = {True: {}, False: {}}
     for param_grads in (True, False):
-        with model.register_hook("backward", lambda i, layer, dz, p=param_grads:
-                                 seen[p].__setitem__(i, dz.copy())):
+        with model.register_hook("backward", lambda i, layer, g, p=param_grads:
+                                 seen[p].__setitem__(i, g.dz.copy())):
             cost = model.compute_gradients(X, y, param_grads=param_grads)
         if param_grads:
-            full_cost, W_grad = cost, model.layers[0].grads["W"]
+            full_cost, W_grad = cost, model.grads[0]["W"]
     assert cost == full_cost and W_grad.shape == (1, 4, 6) and np.any(W_grad != 0)
     for i in range(3):
         np.testing.assert_array_equal(seen[False][i], seen[True][i])
-    assert all(layer.grads == {} for layer in model.layers)
+    assert all(grads == {} for grads in model.grads)
 
 
 def test_float32_on_request():

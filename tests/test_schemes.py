@@ -217,8 +217,8 @@ def _selu_stack(depth=30, width=256, replicas=2, init="he_normal"):
 
 def _activation_stats(model, X):
     stats = []
-    with model.register_hook("forward", lambda i, layer, a: stats.append(
-            (float(np.mean(a)), float(np.std(a))))):
+    with model.register_hook("forward", lambda i, layer, t: stats.append(
+            (float(np.mean(t.a)), float(np.std(t.a))))):
         model.predict(X)
     return stats[:-1]  # the hidden layers
 

@@ -98,8 +98,8 @@ def _measured_std(activation, sigma_w, sigma_b, *, width=1024, depth=20, replica
                                                                       replicas=replicas)
     X = np.random.default_rng(1).standard_normal((n, width))
     stds = []
-    with model.register_hook("forward", lambda i, layer, a: stds.append(
-            a.reshape(replicas, -1).std(axis=1))):
+    with model.register_hook("forward", lambda i, layer, t: stds.append(
+            t.a.reshape(replicas, -1).std(axis=1))):
         model.predict(X)
     return np.array(stds), float(np.mean(X**2))
 

@@ -54,7 +54,7 @@ def test_three_layer_network_matches_torch_autograd(act, loss, units):
     torch_cost = _torch_loss(loss, a, y_torch)
     torch_cost.backward()
 
-    logits = model.layers[-1]._cache[1][0]
+    logits = model.traces[-1].z[0]
     np.testing.assert_allclose(logits, a.detach().numpy(), rtol=1e-10, atol=1e-12)
     assert cost[0] == pytest.approx(torch_cost.item(), rel=1e-10)
     for mine, theirs in zip(model.gradients(), params, strict=True):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
+T = TypeVar("T")
 RngLike = None | int | np.random.SeedSequence | np.random.Generator
 
 
@@ -52,7 +55,7 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
     return value  # type: ignore[return-value]
 
 
-def check_dtype(dtype: object) -> np.dtype:
+def check_dtype(dtype: npt.DTypeLike) -> np.dtype:
     """float32 or float64, the two precisions the engine computes in."""
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
@@ -60,8 +63,8 @@ def check_dtype(dtype: object) -> np.dtype:
     return dt
 
 
-def from_registry(spec: object, registry: dict[str, type], aliases: dict[str, str], kind: str,
-                  **defaults: object) -> object:
+def from_registry(spec: object, registry: Mapping[str, type[T]], aliases: dict[str, str],
+                  kind: str, **defaults: object) -> T:
     """Build a registered class from a name or a ``{"name": ..., **params}`` mapping.
 
     Names are case-insensitive and may be aliases; an unknown name or parameter is a ValueError

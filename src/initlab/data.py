@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from initlab._validate import RngLike, as_rng
 
 # Debian's dataset-fashion-mnist package puts the IDX files here
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_TYPES: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4",
+                                         0x0D: ">f4", 0x0E: ">f8"}
 
 
 @dataclass
@@ -94,7 +96,9 @@ def load_idx_dir(directory: str | Path, name: str | None = None, limit: int | No
                            f"{labels.shape} do not match")
         images, labels = images[:limit], labels[:limit]
         parts += [images.reshape(len(images), -1) / 255.0, labels.astype(np.int64)]
-    return Split(*parts, name=name or directory.name, source=str(directory))
+    X_train, y_train, X_test, y_test = parts
+    return Split(X_train, y_train, X_test, y_test, name=name or directory.name,
+                 source=str(directory))
 
 
 def digits(test_fraction: float = 0.25) -> Split:

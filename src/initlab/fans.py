@@ -63,7 +63,7 @@ def gaussian_mean(f: Callable[[np.ndarray], np.ndarray], std: float = 1.0) -> fl
     """
     from scipy import integrate, stats  # imported here: scipy.stats costs a second at start-up
     def integrand(z: float) -> float:
-        return float(f(np.float64(z * std))) * stats.norm.pdf(z)
+        return float(f(np.asarray(z * std, dtype=np.float64))) * stats.norm.pdf(z)
 
     left = integrate.quad(integrand, -np.inf, 0.0, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
     right = integrate.quad(integrand, 0.0, np.inf, epsabs=1e-13, epsrel=1e-12, limit=200)[0]

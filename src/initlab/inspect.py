@@ -126,7 +126,8 @@ def predicted_std(model: Sequential, activation: str, X: np.ndarray) -> np.ndarr
     if not hidden:
         return np.array([])
     # sigma_w^2 = fan_in * Var(W), measured on the drawn weights (the theory's definition)
-    sigma_w = [math.sqrt(layer.fan_in * float(np.mean(layer.params["W"] ** 2)))
+    sigma_w = [math.sqrt(float(layer.fan_in or 0)
+                         * float(np.mean(layer.params[str(layer.weight_key)] ** 2)))
                for layer in hidden]
     q = [sigma_w[0] ** 2 * float(np.mean(X**2))]
     for s in sigma_w[1:]:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from initlab.nn import Sequential
+from initlab.nn import Dense, Gradients, Layer, Sequential, Trace
+from initlab.nn.contract import T
 
 # saturation: a unit's output this close to the activation's bounds
 SATURATION = {"tanh": (-0.97, 0.97), "sigmoid": (0.03, 0.97)}
@@ -153,7 +154,7 @@ class Probe:
         self._depth = 0  # how many times entered: the hooks stay until the outermost exit
         self._pending: dict[int, dict] = {}  # layer -> statistics of the step being recorded
         self._step: int | None = None
-        self._before: list[np.ndarray] | None = None  # weights before the step, for update ratio
+        self._before: list[np.ndarray | None] | None = None  # weights before the step
         self._force = False  # record() records whatever the epoch
 
     # --- attach / detach ----------------------------------------------------------------------
@@ -183,11 +184,11 @@ class Probe:
                                "or use it as a context manager around the training")
         if self._before is not None:
             for i, layer in enumerate(model.layers):
-                if i in self._pending:
-                    W = layer.params["W" if "W" in layer.params else "0.W"]
+                before = self._before[i]
+                if i in self._pending and before is not None:
+                    W = layer.params[str(layer.weight_key)]
                     with np.errstate(divide="ignore", invalid="ignore"):
-                        self._pending[i]["update_ratio"] = (
-                            _std(W - self._before[i]) / _std(self._before[i]))
+                        self._pending[i]["update_ratio"] = _std(W - before) / _std(before)
             self._before = None
         self._flush()
 
@@ -204,18 +205,19 @@ class Probe:
 
     # --- hooks --------------------------------------------------------------------------------
 
-    def _on_forward(self, i: int, layer, a: np.ndarray) -> None:
+    def _on_forward(self, i: int, layer: Layer, trace: Trace) -> None:
         epoch = self.model.epochs_trained
         if i == 0 and self._pending and self._step != epoch:
             self._flush()
         if (epoch % self.every and not self._force) or i in self._pending:
             return  # not a recorded epoch, or a later pass (minibatch) of the recorded one
         self._step = epoch
+        a = trace.out
         stats = layer_statistics(a, layer.activation.name)
-        if self.symmetry and "W" in layer.params:  # a Dense layer (not a Residual block)
-            W, b = layer.params["W"], layer.params.get("b")
-            stats["distinct_units"] = np.array(
-                [distinct_units(W[r], None if b is None else b[r]) for r in range(len(W))])
+        units = layer.unit_params() if self.symmetry else None
+        if units is not None:  # a layer whose units have their own parameters
+            stats["distinct_units"] = np.array([distinct_units(T(units[r]))
+                                                for r in range(len(units))])
             with threadpool_limits(1):  # threaded small SVDs crawl when another core is busy
                 stats["rank"] = np.array([np.linalg.matrix_rank(a[r])
                                           if np.all(np.isfinite(a[r])) else -1
@@ -225,25 +227,28 @@ class Probe:
                                                 for r in range(len(a))]))
         self._pending[i] = {"stats": stats, "units": layer.units}
 
-    def _on_backward(self, i: int, layer, dz: np.ndarray) -> None:
+    def _on_backward(self, i: int, layer: Layer, grads: Gradients) -> None:
         row = self._pending.get(i)
         if row is None or self._step != self.model.epochs_trained or "grad_std" in row:
             return
-        key = "W" if "W" in layer.params else "0.W"  # a Residual block: its branch's first
-        W, dW = layer.params[key], layer.grads[key]
-        row["grad_std"] = _std(dz)
-        row["weight_std"] = _std(W)
-        row["weight_grad_std"] = _std(dW)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            row["grad_weight_ratio"] = row["weight_grad_std"] / row["weight_std"]
-        row["awake"] = np.any(dW.reshape(len(dW), -1) != 0, axis=1)
+        row["grad_std"] = _std(grads.dz)
+        key = layer.weight_key  # a Residual block's is its branch's first weight
+        if key is not None and key in grads.params:
+            W, dW = layer.params[key], grads.params[key]
+            row["weight_std"] = _std(W)
+            row["weight_grad_std"] = _std(dW)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                row["grad_weight_ratio"] = row["weight_grad_std"] / row["weight_std"]
+            row["awake"] = np.any(dW.reshape(len(dW), -1) != 0, axis=1)
         if i == 0:  # the last backward hook of the pass: the optimizer steps next
-            self._before = [layer.params["W" if "W" in layer.params else "0.W"].copy()
+            self._before = [None if layer.weight_key is None else
+                            layer.params[layer.weight_key].copy()
                             for layer in self.model.layers]
 
     def _flush(self) -> None:
         if not self._pending:
             return
+        assert self._step is not None  # set by the forward hook that filled _pending
         self.steps.append(self._step)
         for i, row in sorted(self._pending.items()):
             for r in range(self.model.replicas):
@@ -275,17 +280,18 @@ def jacobian_singular_values(model: Sequential, X: Any) -> np.ndarray:
     """Singular values of the input-output Jacobian d(output)/d(input) of every sample and
     replica, (R, n, min(n_in, n_out)): all near 1 is dynamical isometry (Saxe et al. 2014,
     Pennington et al. 2017). For small networks: it forms one Jacobian per sample."""
-    X, _ = model._prepare(X)
-    model._forward(X)
-    n_in = model.layers[0].fan_in
-    n = X.shape[-2]
-    J = np.broadcast_to(np.eye(n_in), (model.replicas, n, n_in, n_in))
     for layer in model.layers:
-        if "W" not in layer.params:
+        if not isinstance(layer, Dense):
             raise ValueError(f"jacobian_singular_values handles Dense layers only; got {layer!r}")
-        _, z, a = layer._cache
         if layer.activation.name == "softmax":
             raise ValueError("jacobian_singular_values does not handle a softmax output layer")
+    Xp, _ = model.prepare(X)
+    model.forward(Xp)
+    n_in = int(model.input_dim or 0)
+    n = Xp.shape[-2]
+    J = np.broadcast_to(np.eye(n_in), (model.replicas, n, n_in, n_in))
+    for layer, trace in zip(model.layers, model.traces, strict=True):
+        z, a = trace.z, trace.a
         slope = layer.activation.backward(z, a, np.ones_like(z))  # phi'(z), (R, n, units)
         J = (J @ layer.params["W"][:, None]) * slope[:, :, None, :]
     return np.linalg.svd(J, compute_uv=False)

@@ -54,7 +54,11 @@ def lsuv(model: Sequential, X: Any, tol: float = 0.1, max_iter: int = 10, *,
         raise ValueError(f"max_iter must be a positive int; got max_iter={max_iter!r}")
     if not model.replicas:
         raise ValueError("build the model before LSUV (model.build(input_dim))")
-    X, _ = model._prepare(X)
+    for i, layer in enumerate(model.layers):
+        if layer.sublayers or layer.weight_key is None:
+            raise ValueError(f"LSUV scales layers with a weight of their own; got layer {i}: "
+                             f"{layer!r}")
+    X, _ = model.prepare(X)
     if X.shape[-2] < 2:
         raise ValueError(f"LSUV needs a probe batch of at least 2 samples; got {X.shape[-2]}")
     if orthogonal:
@@ -68,9 +72,10 @@ def lsuv(model: Sequential, X: Any, tol: float = 0.1, max_iter: int = 10, *,
     stds = np.zeros((n_layers, R))
     a = X
     for i, layer in enumerate(model.layers):
-        W, b = layer.params["W"], layer.params.get("b")
+        W = layer.params[str(layer.weight_key)]
+        b = None if layer.bias_key is None else layer.params[layer.bias_key]
         for step in range(max_iter + 1):
-            z = layer.forward(a, activate=False)
+            z = layer.forward(a, activate=False).z
             std = np.std(z.reshape(R, -1), axis=1, dtype=np.float64)
             done = np.abs(std - target) < tol
             if np.all(done) or step == max_iter:
@@ -80,7 +85,7 @@ def lsuv(model: Sequential, X: Any, tol: float = 0.1, max_iter: int = 10, *,
             if center and b is not None:
                 b -= np.mean(z, axis=(1, 2), dtype=np.float64).astype(b.dtype)[:, None, None]
         converged[i], iterations[i], stds[i] = done, step, std
-        a = layer.forward(a)  # the input of the next layer, with the scaled weights
+        a = layer.forward(a).out  # the input of the next layer, with the scaled weights
     return LSUVResult(converged, iterations, stds)
 
 
@@ -95,10 +100,13 @@ def zero_init(model: Sequential) -> Sequential:
     """
     if not model.replicas:
         raise ValueError("build the model before ZerO (model.build(input_dim))")
+    for i, layer in enumerate(model.layers):
+        if not isinstance(layer, Dense):
+            raise ValueError(f"ZerO is defined for dense layers; got layer {i}: {layer!r}")
     for layer in model.layers:
-        layer.params["W"][...] = zero_matrix(layer.fan_in, layer.units)
-        if "b" in layer.params:
-            layer.params["b"][...] = 0.0
+        layer.params["W"][...] = zero_matrix(int(layer.fan_in or 0), layer.units)
+        if layer.bias_key is not None:
+            layer.params[layer.bias_key][...] = 0.0
     return model
 
 
@@ -123,6 +131,11 @@ def fixup(model: Sequential) -> Sequential:
     blocks = [layer for layer in model.layers if isinstance(layer, Residual)]
     if not blocks:
         raise ValueError("fixup needs a model with Residual blocks")
+    for block in blocks:
+        for layer in block.branch:
+            if layer.weight_key is None or layer.sublayers:
+                raise ValueError(f"fixup draws the weights of a branch of weight layers; got "
+                                 f"{layer!r} in {block!r}")
     if not model.replicas:
         raise ValueError("build the model before Fixup (model.build(input_dim))")
     L = len(blocks)
@@ -131,13 +144,15 @@ def fixup(model: Sequential) -> Sequential:
         m = len(block.branch)
         shrink = L ** (-1.0 / (2 * m - 2)) if m > 1 else 0.0
         for layer in block.branch[:-1]:
+            W = layer.params[str(layer.weight_key)]
             for r, gen in enumerate(model.rngs):
-                layer.params["W"][r] = shrink * he((layer.fan_in, layer.units), rng=gen)
-        block.branch[-1].params["W"][...] = 0.0
+                W[r] = shrink * he(W.shape[1:], rng=gen)
+        last = block.branch[-1]
+        last.params[str(last.weight_key)][...] = 0.0
         for layer in block.branch:
-            if "b" in layer.params:
-                layer.params["b"][...] = 0.0
-        block.params["scale"][...] = 1.0
+            if layer.bias_key is not None:
+                layer.params[layer.bias_key][...] = 0.0
+        block.scale[...] = 1.0
     if not isinstance(model.layers[-1], Residual):
         for value in model.layers[-1].params.values():
             value[...] = 0.0
@@ -162,7 +177,7 @@ def self_normalizing(model: Sequential) -> Sequential:
     lecun = initializers.get("lecun_normal")
     for r, gen in enumerate(model.rngs):
         for layer in model.layers:
-            layer.params["W"][r] = lecun((layer.fan_in, layer.units), rng=gen)
-            if "b" in layer.params:
-                layer.params["b"][r] = 0.0
+            layer.params["W"][r] = lecun(layer.params["W"].shape[1:], rng=gen)
+            if layer.bias_key is not None:
+                layer.params[layer.bias_key][r] = 0.0
     return model

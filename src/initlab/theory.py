@@ -54,6 +54,7 @@ def _expect2(f: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> float:
 
 def _functions(activation: str | Phi) -> tuple[Phi, Phi, Phi]:
     """phi, phi' and phi'' of a named activation (analytic phi') or any callable (differences)."""
+    phi: Phi
     if isinstance(activation, str) or isinstance(activation, activations.Activation):
         act = activations.get(activation)
         phi = act.forward
@@ -64,7 +65,8 @@ def _functions(activation: str | Phi) -> tuple[Phi, Phi, Phi]:
     elif callable(activation):
         phi = activation
 
-        def dphi(z, h=1e-5):
+        def dphi(z):  # the same signature as the analytic dphi above
+            h = 1e-5
             return (phi(z + h) - phi(z - h)) / (2 * h)
     else:
         raise TypeError(f"activation must be a name or a callable; got activation={activation!r}")

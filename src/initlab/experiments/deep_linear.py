@@ -67,13 +67,13 @@ def _identity_run(seeds: list[int]) -> dict:
     model.compile("binary_crossentropy").build(2, **sweep(variants, seeds))
     acts, grads = {}, {}
 
-    def keep_output(i, layer, a):
-        acts[i] = a.copy()
+    def keep_output(i, layer, trace):
+        acts[i] = trace.out.copy()
 
-    def keep_gradient(i, layer, dz):
-        grads[i] = dz.copy()
+    def keep_gradient(i, layer, result):
+        grads[i] = result.dz.copy()
         if i == 0:
-            grads["W1"] = layer.grads["W"].copy()
+            grads["W1"] = result.params["W"].copy()
 
     with model.register_hook("forward", keep_output), \
             model.register_hook("backward", keep_gradient):
@@ -116,7 +116,8 @@ def _random_run(seeds: list[int], width: int, depth: int, batch: int) -> dict:
     model = Sequential([Dense(width, use_bias=False) for _ in range(depth)])
     model.build(width, **sweep(variants, seeds))
     variances = [_variance(X)]
-    with model.register_hook("forward", lambda i, layer, a: variances.append(_variance(a))):
+    with model.register_hook("forward",
+                             lambda i, layer, trace: variances.append(_variance(trace.out))):
         model.predict(X)
     v = np.stack(variances, axis=1)  # (R, depth + 1): the input, then after each layer
     slope = np.polyfit(np.arange(depth + 1), np.log(v).T, 1)[0]  # least squares, per replica
@@ -212,7 +213,7 @@ def _identity_figure(ident: dict, path):
 
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), layout="constrained")
     layers = np.arange(1, IDENTITY_LAYERS + 1)
-    for (name, (a, _)), color in zip(IDENTITY.items(), plt.cm.tab10.colors, strict=False):
+    for (name, (a, _)), color in zip(IDENTITY.items(), plots.TAB10, strict=False):
         for ax, key, power in ((axes[0], "ratio_layers", layers),
                                (axes[1], "grad_layers", IDENTITY_LAYERS - layers)):
             values = _pick(ident["labels"], name, ident[key])

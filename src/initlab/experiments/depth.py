@@ -154,7 +154,8 @@ def _probe(activation: str, variants: dict, seeds_of: dict, split: data.Split, s
     grad = np.zeros((len(labels), depth))
     cosine = np.zeros(len(labels))  # between the batch's samples, after the last layer
 
-    def forward(i, layer, a):
+    def forward(i, layer, trace):
+        a = trace.out
         if i < depth:
             a64 = a.astype(np.float64)
             act["mean"][:, i] = a64.mean(axis=(1, 2))
@@ -168,9 +169,9 @@ def _probe(activation: str, variants: dict, seeds_of: dict, split: data.Split, s
         if i == depth - 1:
             cosine[:] = _mean_cosine(a.astype(np.float64))
 
-    def backward(i, layer, dz):
+    def backward(i, layer, result):
         if i < depth:
-            grad[:, i] = dz.astype(np.float64).std(axis=(1, 2))
+            grad[:, i] = result.dz.astype(np.float64).std(axis=(1, 2))
 
     with np.errstate(all="ignore"), model.register_hook("forward", forward), \
             model.register_hook("backward", backward):
@@ -455,7 +456,5 @@ def _band_figure(curves: dict, path, *, first_layer: int, ylabel: str, title: st
 def _colors(curves: dict) -> list:
     """Each variant's colour in the full figure (tab10 in the order of LINEAR then RELU), so
     that a variant keeps its colour in every figure."""
-    import matplotlib.pyplot as plt
-
     order = [f"linear {n}" for n in LINEAR] + [f"relu {n}" for n in RELU]
-    return [plt.cm.tab10.colors[order.index(name) % 10] for name in curves]
+    return [plots.TAB10[order.index(name) % 10] for name in curves]

@@ -40,7 +40,7 @@ CLAIMS = [
 
 
 def _model(blocks: int) -> Sequential:
-    layers = [Dense(WIDTH, "relu", init="he_normal")]
+    layers: list[Dense | Residual] = [Dense(WIDTH, "relu", init="he_normal")]
     layers += [Residual([Dense(WIDTH, "relu", init="he_normal"), Dense(WIDTH, init="he_normal")])
                for _ in range(blocks)]
     return Sequential([*layers, Dense(1, "sigmoid", init="he_normal")]).compile(
@@ -55,7 +55,7 @@ def _run_depth(blocks: int, seeds: list[int], X, y, epochs: int) -> dict:
             fixup(model)
         with np.errstate(over="ignore", invalid="ignore"):
             model.predict(X)
-            last = model.layers[-2]._cache[1]  # the last block's output: the stack's output
+            last = model.traces[-2].out  # the last block's output: the stack's output
             variance = np.var(last.reshape(len(seeds), -1), axis=1)
             # an output that is already inf/NaN at init gets one epoch: its cost is NaN
             n = epochs if np.all(np.isfinite(variance)) else 1

@@ -52,9 +52,8 @@ def _theta(model: Sequential) -> np.ndarray:
 
 
 def _gradient_norm(model: Sequential) -> np.ndarray:
-    layer = model.layers[0]
-    return np.sqrt(np.sum(layer.grads["W"] ** 2, axis=(1, 2))
-                   + np.sum(layer.grads["b"] ** 2, axis=(1, 2)))
+    grads = model.grads[0]
+    return np.sqrt(np.sum(grads["W"] ** 2, axis=(1, 2)) + np.sum(grads["b"] ** 2, axis=(1, 2)))
 
 
 def _pair(labels, values) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +149,7 @@ def _figure(distance, grads, labels, path):
     grad_epochs = sorted(set(range(0, EPOCHS, LOG_EVERY)) | {EPOCHS - 1})
     theta_epochs = [0] + sorted(set(range(LOG_EVERY, EPOCHS + 1, LOG_EVERY)) | {EPOCHS})
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), layout="constrained")
-    for name, color in zip(INITS, plt.cm.tab10.colors, strict=False):
+    for name, color in zip(INITS, plots.TAB10, strict=False):
         index = [r for r, (n, _) in enumerate(labels) if n == name]
         for ax, x, values in ((axes[0], theta_epochs, distance[:, index]),
                               (axes[1], grad_epochs, grads[:, index])):

@@ -38,8 +38,8 @@ def _model() -> Sequential:
 def _pre_activation_std(model: Sequential, X: np.ndarray) -> np.ndarray:
     """(layers, R): the std of each layer's x W + b on X."""
     stds = []
-    with model.register_hook("forward", lambda i, layer, a: stds.append(
-            np.std(layer._cache[1].reshape(model.replicas, -1), axis=1))):
+    with model.register_hook("forward", lambda i, layer, trace: stds.append(
+            np.std(trace.z.reshape(model.replicas, -1), axis=1))):
         model.predict(X)
     return np.array(stds)
 

@@ -86,7 +86,10 @@ def collapse(model: Sequential, replicas: Sequence[int]) -> Sequential:
     hidden, last = model.layers[:-1], model.layers[-1]
     small = Sequential([Dense(1, layer.activation) for layer in hidden]
                        + [Dense(last.units, last.activation)])
-    small.compile(model.loss).build(model.layers[0].fan_in, rng=0, replicas=len(replicas))
+    fan_in = model.layers[0].fan_in
+    if fan_in is None:
+        raise ValueError("collapse needs a built model")
+    small.compile(model.loss).build(fan_in, rng=0, replicas=len(replicas))
     index = list(replicas)
     for i, (big, one) in enumerate(zip(model.layers, small.layers, strict=True)):
         W, b = big.params["W"][index], big.params["b"][index]

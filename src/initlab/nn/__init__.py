@@ -1,10 +1,15 @@
-"""The NumPy engine: Dense layers, activations, losses, optimizers and the Sequential model."""
+"""The NumPy engine: the layer contract, Dense and Residual layers, activations, losses,
+optimizers, the Sequential model and its training loop (compiled kernels beside the NumPy
+reference)."""
 
+from initlab.nn.contract import Gradients, Layer, Trace
 from initlab.nn.gradcheck import GradcheckError, GradcheckResult, gradcheck
-from initlab.nn.layers import Dense, Residual
+from initlab.nn.layers import Dense
 from initlab.nn.losses import Loss
 from initlab.nn.model import NeuralNetwork, Sequential, replica_labels, sweep
 from initlab.nn.optimizers import SGD, Adam
+from initlab.nn.residual import Residual
 
-__all__ = ["SGD", "Adam", "Dense", "GradcheckError", "GradcheckResult", "Loss",
-           "NeuralNetwork", "Residual", "Sequential", "gradcheck", "replica_labels", "sweep"]
+__all__ = ["SGD", "Adam", "Dense", "GradcheckError", "GradcheckResult", "Gradients",
+           "Layer", "Loss", "NeuralNetwork", "Residual", "Sequential", "Trace",
+           "gradcheck", "replica_labels", "sweep"]

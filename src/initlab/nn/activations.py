@@ -26,8 +26,9 @@ class Activation(abc.ABC):
         """a = phi(z)."""
 
     @abc.abstractmethod
-    def backward(self, z: np.ndarray, a: np.ndarray, da: np.ndarray) -> np.ndarray:
-        """dz = phi'(z) * da (da may be overwritten)."""
+    def backward(self, z: np.ndarray, a: np.ndarray | None, da: np.ndarray) -> np.ndarray:
+        """dz = phi'(z) * da (da may be overwritten); ``a`` is phi(z), where the pass kept it
+        (every activation whose derivative reads it is applied in the passes that need it)."""
 
     def __call__(self, z: Any) -> np.ndarray:
         return self.forward(np.asarray(z, dtype=float))

@@ -55,31 +55,27 @@ def gradcheck(model: Sequential, X: Any, y: Any, *, eps: float = 1e-6, tol: floa
     if model.replicas and model.dtype != np.float64:
         raise ValueError(f"gradcheck needs a float64 model; got dtype={model.dtype}")
     model.compute_gradients(X, y)
-    analytic = [{k: g.copy() for k, g in layer.grads.items()} for layer in model.layers]
-    X, y = model._prepare(X, y)
-    hooks, model._hooks = model._hooks, {"forward": [], "backward": []}
+    analytic = [{k: g.copy() for k, g in grads.items()} for grads in model.grads]
+    Xp, yp = model.prepare(X, y)
+    assert yp is not None
 
     def loss() -> np.ndarray:
-        model._forward(X, training=True)
-        return model.loss.value(model._loss_input(), y)
+        return model.cost(Xp, yp, hooks=False)
 
     errors = {}
-    try:
-        for i, layer in enumerate(model.layers):
-            for name, param in layer.params.items():
-                numeric = np.zeros_like(param)
-                for idx in np.ndindex(param.shape[1:]):
-                    at = (slice(None), *idx)
-                    original = param[at].copy()
-                    param[at] = original + eps
-                    plus = loss()
-                    param[at] = original - eps
-                    minus = loss()
-                    param[at] = original
-                    numeric[at] = (plus - minus) / (2 * eps)
-                errors[(i, name)] = _relative_error(analytic[i][name], numeric)
-    finally:
-        model._hooks = hooks
+    for i, layer in enumerate(model.layers):
+        for name, param in layer.params.items():
+            numeric = np.zeros_like(param)
+            for idx in np.ndindex(param.shape[1:]):
+                at = (slice(None), *idx)
+                original = param[at].copy()
+                param[at] = original + eps
+                plus = loss()
+                param[at] = original - eps
+                minus = loss()
+                param[at] = original
+                numeric[at] = (plus - minus) / (2 * eps)
+            errors[(i, name)] = _relative_error(analytic[i][name], numeric)
     result = GradcheckResult(errors, tol, [repr(layer) for layer in model.layers])
     if raise_on_failure and not result.ok:
         bad = {k: f"{v:.2e}" for k, v in errors.items() if v >= tol}

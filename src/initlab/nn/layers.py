@@ -15,6 +15,7 @@ import numpy as np
 
 from initlab import initializers
 from initlab.nn import activations
+from initlab.nn.contract import Gradients, T, Trace
 
 InitSpec = str | Mapping[str, Any] | initializers.Initializer | Any
 
@@ -47,10 +48,8 @@ class Dense:
         self.use_bias = bool(use_bias)
         self.fan_in: int | None = None
         self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}  # a dense layer has none
         self.inits: list[initializers.Initializer] = []  # the weight init of each replica
-        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self.last_dz: np.ndarray | None = None
 
     def __repr__(self) -> str:
         fan_in = "?" if self.fan_in is None else self.fan_in
@@ -83,143 +82,48 @@ class Dense:
         sub = copy.copy(self)
         sub.params = {k: v[index] for k, v in self.params.items()}
         sub.inits = [self.inits[i] for i in index]
-        sub.grads, sub._cache, sub.last_dz = {}, None, None
         return sub
+
+    weight_key = "W"
+
+    @property
+    def bias_key(self) -> str | None:
+        return "b" if self.use_bias else None
+
+    @property
+    def sublayers(self) -> tuple[()]:
+        return ()
+
+    def unit_params(self) -> np.ndarray:
+        W = T(self.params["W"])  # (R, units, fan_in): a unit's incoming weights as a row
+        return np.concatenate([W, T(self.params["b"])], axis=-1) if self.use_bias else W
 
     # --- forward and backward -----------------------------------------------------------------
 
-    def forward(self, x: np.ndarray, *, activate: bool = True) -> np.ndarray:
-        """The layer's output; with ``activate=False`` (an output layer whose loss fuses the
-        activation) only the pre-activation z, which is returned."""
-        # z = x W + b, computed as z^T = W^T x^T: arrays are (R, n, units) to the reader but
-        # feature-major in memory, where BLAS runs these short, wide products much faster
-        z = _T(_T(self.params["W"]) @ _T(x))
+    def forward(self, x: np.ndarray, *, training: bool = False,
+                activate: bool = True) -> Trace:
+        """z = x W + b and a = phi(z); with ``activate=False`` (an output layer whose loss
+        fuses the activation) only z."""
+        # computed as z^T = W^T x^T: arrays are (R, n, units) to the reader but feature-major
+        # in memory, where BLAS runs these short, wide products much faster
+        z = T(T(self.params["W"]) @ T(x))
         if self.use_bias:
             z += self.params["b"]
-        a = self.activation.forward(z) if activate else None
-        self._cache = (x, z, a)
-        return z if a is None else a
+        return Trace(x, z, self.activation.forward(z) if activate else None)
 
-    def backward(self, grad: np.ndarray, *, wrt_preactivation: bool = False,
-                 need_input_grad: bool = True,
-                 need_param_grads: bool = True) -> np.ndarray | None:
-        """Back-propagate the loss gradient w.r.t. this layer's output (or, for a loss that
-        fuses the activation, w.r.t. its pre-activation z); fills ``self.grads`` (emptied
-        without ``need_param_grads``)."""
-        x, z, a = self._cache
-        dz = grad if wrt_preactivation else self.activation.backward(z, a, grad)
-        self.last_dz = dz  # for backward hooks
-        if not need_param_grads:
-            self.grads = {}
-        else:
-            self._param_grads(x, dz)
-        if not need_input_grad:
-            return None
-        W = self.params["W"]
-        if self.units == 1:  # an outer product: broadcasting beats a matmul with inner dim 1
-            return _T(W * _T(dz))
-        return _T(W @ _T(dz))  # dx = dz W^T, feature-major like z
-
-    def _param_grads(self, x: np.ndarray, dz: np.ndarray) -> None:
-        # dW = x^T dz, summed over samples; x may be shared (n, fan_in) by every replica
-        self.grads["W"] = _T(x) @ dz
-        if self.use_bias:
-            # the sum over samples as a matmul with ones: far faster than sum(axis=1) here
-            self.grads["b"] = np.ones((1, dz.shape[-2]), dtype=dz.dtype) @ dz
-
-
-def _T(a: np.ndarray) -> np.ndarray:
-    """The transpose of the last two axes (a view)."""
-    return a.swapaxes(-1, -2)
-
-
-def feature_major(a: np.ndarray) -> np.ndarray:
-    """The same (..., n, features) array, stored feature-major (as the layers compute)."""
-    return _T(np.ascontiguousarray(_T(a)))
-
-
-class Residual:
-    """A residual block ``y = x + scale * branch(x)``: a branch of Dense layers (the last one
-    linear, back to the input's width) beside the identity, and a trainable scalar multiplier
-    per replica (Fixup's, 1 at init). Its parameters are the branch layers' (keys "0.W", "0.b",
-    "1.W", ...) and "scale"; with a zero last branch layer the block is the identity map.
-    """
-
-    def __init__(self, branch: list[Dense]):
-        if len(branch) < 1 or not all(isinstance(layer, Dense) for layer in branch):
-            raise ValueError(f"branch must be a non-empty list of Dense layers; got {branch!r}")
-        self.branch = list(branch)
-        self.activation = activations.get("linear")  # the block adds no nonlinearity after
-        self.fan_in: int | None = None
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-        self._cache: tuple | None = None
-        self._h: np.ndarray | None = None  # the branch's output, for the scale's gradient
-        self.last_dz: np.ndarray | None = None
-
-    def __repr__(self) -> str:
-        return f"Residual({' -> '.join(map(repr, self.branch))})"
-
-    @property
-    def units(self) -> int:
-        return self.branch[-1].units
-
-    @property
-    def init(self) -> initializers.Initializer:
-        return self.branch[0].init
-
-    @property
-    def inits(self) -> list[initializers.Initializer]:
-        return self.branch[0].inits
-
-    def _collect(self, scale: np.ndarray) -> None:
-        self.params = {f"{i}.{k}": v for i, layer in enumerate(self.branch)
-                       for k, v in layer.params.items()}
-        self.params["scale"] = scale
-
-    def build(self, fan_in: int, replicas: int, dtype: np.dtype) -> None:
-        if self.branch[-1].units != fan_in:
-            raise ValueError(f"a residual branch must end at its input's width {fan_in}; "
-                             f"its last layer has units={self.branch[-1].units}")
-        self.fan_in = int(fan_in)
-        width = fan_in
-        for layer in self.branch:
-            layer.build(width, replicas, dtype)
-            width = layer.units
-        self._collect(np.ones((replicas, 1, 1), dtype=dtype))
-
-    def init_replica(self, r: int, rng: np.random.Generator,
-                     init: initializers.Initializer | None = None) -> None:
-        for layer in self.branch:
-            layer.init_replica(r, rng, init)
-        self.params["scale"][r] = 1.0
-
-    def take(self, index: list[int]) -> Residual:
-        sub = copy.copy(self)
-        sub.branch = [layer.take(index) for layer in self.branch]
-        sub._collect(self.params["scale"][index])
-        sub.grads, sub._cache, sub.last_dz = {}, None, None
-        return sub
-
-    def forward(self, x: np.ndarray, *, activate: bool = True) -> np.ndarray:
-        h = x
-        for layer in self.branch:
-            h = layer.forward(h)
-        y = x + self.params["scale"] * h
-        self._cache, self._h = (x, y, y), h
-        return y
-
-    def backward(self, grad: np.ndarray, *, wrt_preactivation: bool = False,
-                 need_input_grad: bool = True, need_param_grads: bool = True) -> np.ndarray:
-        # y = x + s h(x): dL/ds = sum(grad * h), dL/dh = s grad, dL/dx = grad + h'(x)^T dL/dh
-        scale = self.params["scale"]
-        self.grads = ({"scale": np.sum(grad * self._h, axis=(-2, -1), keepdims=True)}
-                      if need_param_grads else {})
-        g = grad * scale
-        for layer in reversed(self.branch):
-            g = layer.backward(g, need_param_grads=need_param_grads)
-        for i, layer in enumerate(self.branch):
-            for key, value in layer.grads.items():
-                self.grads[f"{i}.{key}"] = value
-        self.last_dz = grad
-        return grad + g
+    def backward(self, trace: Trace, grad: np.ndarray, *, wrt_preactivation: bool = False,
+                 need_input_grad: bool = True, need_param_grads: bool = True) -> Gradients:
+        # dz = phi'(z) da;  dW = x^T dz (summed over samples);  db = 1^T dz;  dx = dz W^T
+        dz = grad if wrt_preactivation else self.activation.backward(trace.z, trace.a, grad)
+        grads: dict[str, np.ndarray] = {}
+        if need_param_grads:
+            grads["W"] = T(trace.x) @ dz  # x may be shared (n, fan_in) by every replica
+            if self.use_bias:
+                # the sum over samples as a matmul with ones: far faster than sum(axis=1) here
+                grads["b"] = np.ones((1, dz.shape[-2]), dtype=dz.dtype) @ dz
+        dx = None
+        if need_input_grad:
+            W = self.params["W"]
+            # units == 1 is an outer product: broadcasting beats a matmul with inner dim 1
+            dx = T(W * T(dz)) if self.units == 1 else T(W @ T(dz))
+        return Gradients(dx, dz, grads)

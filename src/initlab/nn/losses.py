@@ -62,7 +62,7 @@ class BinaryCrossEntropy(Loss):
     mean(softplus(z) - y z)."""
 
     name = "binary_crossentropy"
-    fuses = "sigmoid"
+    fuses: str | None = "sigmoid"
 
     def value(self, out, y):
         return np.mean(np.logaddexp(0.0, out) - y * out, axis=(-2, -1))

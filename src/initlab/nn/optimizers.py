@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,3 +102,23 @@ def get(spec: str | Mapping[str, Any] | Optimizer, **defaults: Any) -> Optimizer
     if isinstance(spec, Optimizer):
         return spec
     return from_registry(spec, _REGISTRY, ALIASES, "optimizer", **defaults)
+
+
+def take_state(opt: Optimizer | None, index: list[int]) -> Optimizer | None:
+    """A copy of ``opt`` whose state holds only the given replicas (every state array but a
+    scalar step count has the replica axis first)."""
+    if opt is None:
+        return None
+    sub = copy.copy(opt)
+    sub.state = [{k: v[index] if v.ndim else v.copy() for k, v in s.items()} for s in opt.state]
+    return sub
+
+
+def merge_state(opt: Optimizer, parts: list[Optimizer]) -> Optimizer:
+    """``opt`` with the state of parts (taken over consecutive replica chunks) joined."""
+    if not parts[0].state:
+        return opt
+    merged = copy.copy(opt)
+    merged.state = [{k: np.concatenate([p.state[i][k] for p in parts]) if v.ndim else v
+                     for k, v in entry.items()} for i, entry in enumerate(parts[0].state)]
+    return merged

@@ -4,7 +4,7 @@ saved path."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +15,11 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from initlab.probes import HIST_EDGES  # noqa: E402
+
+# matplotlib's tab10 palette, ten RGB tuples. At run time plt.cm.tab10 is a ListedColormap whose
+# ``colors`` is this tuple; matplotlib's stubs type the colormaps of matplotlib.cm as the base
+# Colormap, which has no ``colors``.
+TAB10: tuple[tuple[float, float, float], ...] = plt.cm.tab10.colors  # type: ignore[attr-defined]
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -48,7 +53,7 @@ def std_vs_depth(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str 
     """One line per variant: ``curves[name] = {"mean": ..., "min": ..., "max": ...,
     "theory": ... (optional)}`` over layers; log scale, min-max band, theory dashed."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (name, curve), color in zip(curves.items(), plt.cm.tab10.colors, strict=False):
+    for (name, curve), color in zip(curves.items(), TAB10, strict=False):
         layers = np.arange(len(curve["mean"]))  # layer indices, as in the probe tables
         ax.plot(layers, _positive(curve["mean"]), color=color, label=name)
         if "min" in curve:
@@ -70,12 +75,12 @@ def std_vs_depth(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str 
 
 def band_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, *,
                 first_layer: int, ylabel: str, title: str, colors: Sequence | None = None,
-                marked: set[str] = frozenset()) -> Path:
+                marked: Collection[str] = frozenset()) -> Path:
     """Per curve, ``mean`` against the layer with its ``min``-``max`` band (over seeds) on a
     log axis, ``theory`` dashed where given; the ``marked`` curves dash-dotted with a marker
     every 10 layers (to tell apart lines that overlap)."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    colors = colors or [plt.cm.tab10.colors[i % 10] for i in range(len(curves))]
+    colors = colors or [TAB10[i % 10] for i in range(len(curves))]
     for (name, curve), color in zip(curves.items(), colors, strict=True):
         layers = np.arange(first_layer, first_layer + len(curve["mean"]))
         mark = name in marked
@@ -135,7 +140,7 @@ def cost_curves(curves: Mapping[str, np.ndarray], epochs: Sequence[int], path: s
                 title: str = "training cost") -> Path:
     """``curves[name]``: (seeds, logged epochs) costs; median line and min-max band, log y."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for (name, costs), color in zip(curves.items(), plt.cm.tab10.colors * 2, strict=False):
+    for (name, costs), color in zip(curves.items(), TAB10 * 2, strict=False):
         costs = np.atleast_2d(np.asarray(costs, dtype=float))
         style = "--" if "clipped" in name else "-"
         ax.plot(epochs, np.median(costs, axis=0), style, color=color, label=name)

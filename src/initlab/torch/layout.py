@@ -15,32 +15,35 @@ from torch import nn
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
           nn.ConvTranspose3d)
+# the static type of a layer in LAYERS: both declare ``weight`` (and ``bias``) as tensors, where
+# a plain nn.Module's attributes type as ``Tensor | Module``
+Layer = nn.Linear | nn.modules.conv._ConvNd
 
 
-def layers(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+def layers(module: nn.Module) -> Iterator[tuple[str, Layer]]:
     """The Linear and convolution layers of a module, in registration order."""
     return ((name, m) for name, m in module.named_modules() if isinstance(m, LAYERS))
 
 
-def _transposed(layer: nn.Module) -> bool:
+def _transposed(layer: Layer) -> bool:
     return isinstance(layer, nn.modules.conv._ConvTransposeNd)
 
 
-def initlab_shape(layer: nn.Module) -> tuple[int, ...]:
+def initlab_shape(layer: Layer) -> tuple[int, ...]:
     """The layer's weight shape in initlab's layout, (*kernel, in, out)."""
     shape = tuple(layer.weight.shape)
     c_in, c_out = (shape[0], shape[1]) if _transposed(layer) else (shape[1], shape[0])
     return (*shape[2:], c_in, c_out)
 
 
-def to_torch(weight: np.ndarray, layer: nn.Module) -> torch.Tensor:
+def to_torch(weight: np.ndarray, layer: Layer) -> torch.Tensor:
     """An initlab-layout weight moved into the layer's PyTorch layout."""
     axes = [0, 1] if _transposed(layer) else [1, 0]  # where (in, out) go in PyTorch's order
     moved = np.moveaxis(weight, [-2, -1], axes)
     return torch.from_numpy(np.ascontiguousarray(moved)).to(layer.weight.dtype)
 
 
-def unit_weights(layer: nn.Module) -> tuple[np.ndarray, np.ndarray | None]:
+def unit_weights(layer: Layer) -> tuple[np.ndarray, np.ndarray | None]:
     """The layer's (W, b) in the engine's Dense convention: column j of W (fan_in, units)
     holds every weight output channel j reads, zero outside its group, so two columns are
     equal only if the two units compute the same function of the layer's input."""

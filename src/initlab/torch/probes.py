@@ -12,10 +12,10 @@ from torch import nn
 
 from initlab.nn import activations
 from initlab.probes import HIST_EDGES, Table, distinct_units, layer_statistics
-from initlab.torch.layout import layers, unit_weights
+from initlab.torch.layout import Layer, layers, unit_weights
 
 # activation modules whose saturation the engine defines (initlab.probes.SATURATION)
-SATURATING = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+SATURATING: dict[type, str] = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 # the engine's gradient columns, in its order, after the activation and symmetry statistics
 GRADIENT_COLUMNS = ("grad_std", "weight_std", "weight_grad_std", "grad_weight_ratio", "awake",
                     "update_ratio")
@@ -137,6 +137,7 @@ class Probe:
                 self._pending_counts[i] = np.histogram(np.nan_to_num(a[0]), HIST_EDGES)[0][None]
             row = self._pending[i] = {k: float(v[0]) for k, v in stats.items()}
             if self.symmetry:
+                assert self._blas is not None  # found in __init__ when symmetry
                 row["distinct_units"] = distinct_units(*unit_weights(layer))
                 with self._blas.limit(limits=1):  # as the engine: threaded small SVDs crawl
                     row["rank"] = (int(np.linalg.matrix_rank(a[0])) if np.all(np.isfinite(a))
@@ -155,7 +156,7 @@ class Probe:
                 row["awake"] = bool(torch.any(grad != 0))
         return hook
 
-    def _update_ratio(self, i: int, layer: nn.Module) -> float:
+    def _update_ratio(self, i: int, layer: Layer) -> float:
         before, version = self._before.pop(i)
         now = layer.weight.detach()
         # fused optimizers write without bumping the version: compare the values too

@@ -15,7 +15,7 @@ from initlab import initializers
 from initlab._validate import RngLike, as_rng, check_positive
 from initlab.fans import compute_fans
 from initlab.schemes import LSUVResult
-from initlab.torch.layout import initlab_shape, layers, to_torch
+from initlab.torch.layout import Layer, initlab_shape, layers, to_torch
 
 
 def initialize(module: nn.Module, spec: Any, bias: Any = None, *, rng: RngLike = None
@@ -46,7 +46,7 @@ def initialize(module: nn.Module, spec: Any, bias: Any = None, *, rng: RngLike =
     return module
 
 
-def _output_std(module: nn.Module, layer: nn.Module, X: torch.Tensor) -> tuple[float, Any]:
+def _output_std(module: nn.Module, layer: Layer, X: torch.Tensor) -> tuple[float, Any]:
     seen: dict[str, torch.Tensor] = {}
     handle = layer.register_forward_hook(lambda m, i, out: seen.setdefault("out", out))
     try:
@@ -149,7 +149,7 @@ def fixup(module: nn.Module, blocks: Sequence[nn.Module] | None = None, *,
         if not blocks:
             raise ValueError(f"blocks must be a non-empty list; got blocks={blocks!r}")
         labels = [f"blocks[{i}]" for i in range(len(blocks))]
-    branches: list[list[nn.Module]] = []
+    branches: list[list[Layer]] = []
     seen: set[int] = set()
     for block, label in zip(blocks, labels, strict=True):
         if not isinstance(block, nn.Module) or id(block) not in names:

@@ -1,0 +1,295 @@
+"""The training loop: epochs or steps, minibatches, callbacks, the history, and the choice of
+engine (the compiled kernels or the NumPy reference)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from initlab.nn import optimizers
+from initlab.nn.contract import feature_major
+from initlab.nn.layers import Dense
+
+if TYPE_CHECKING:
+    from initlab.nn.model import Sequential
+
+Engine = Literal["auto", "numba", "numpy"]
+
+
+def fit(model: Sequential, X: Any, y: Any, *, learning_rate: float | None = None,
+        epochs: int | None = None, steps: int | None = None, batch_size: int | None = None,
+        log_every: int | None = 1000, optimizer: Any = None, shuffle: bool = True,
+        verbose: bool = False, callbacks: Sequence[Callable[..., None]] = (),
+        workers: int | None = None, engine: Engine = "auto") -> Sequential:
+    """Train every replica of ``model``; log the training cost every ``log_every`` epochs and
+    at the last.
+
+    Args:
+        epochs / steps: the budget, in passes over the data or in optimizer updates (give one;
+            default 1 epoch). With minibatches a step budget may end inside an epoch.
+        learning_rate: the rate, kept for later fits. A second fit continues the optimizer's
+            state (momentum, Adam's moments and step count): fit(5) then fit(5) is fit(10), also
+            with a new learning rate; a new ``optimizer`` starts a fresh state.
+        batch_size: None is full-batch gradient descent; otherwise each replica shuffles with
+            its own stream (unless ``shuffle=False``).
+        callbacks: called as ``callback(model, epoch)`` after every epoch; one that is also a
+            context manager (a Probe) is entered for the whole fit.
+        workers: with the compiled engine, its threads (default all cores); with the NumPy
+            engine, processes that split the replicas (default 1: no processes; a pool never
+            forks this process).
+        engine: "numba" (the compiled kernels), "numpy" (the reference), or "auto": the
+            kernels where they apply (Dense layers, no hooks or callbacks), else NumPy (the
+            environment variable INITLAB_ENGINE=numpy|numba sets what "auto" means). Which
+            ran is appended to ``model.history["engine"]`` and shown in ``repr(model)``.
+
+    The cost logged at epoch e is the loss at the start of that epoch.
+    """
+    if model.loss is None:
+        raise ValueError("compile the model (set its loss) before fit")
+    Xp, yp = model.prepare(X, y)
+    assert yp is not None
+    n = Xp.shape[-2]
+    batch = _check_batch_size(batch_size, n)
+    per_epoch = 1 if batch is None else math.ceil(n / batch)
+    n_steps = _budget(epochs, steps, per_epoch)
+    if log_every is not None and (isinstance(log_every, bool) or
+                                  not isinstance(log_every, int | np.integer) or log_every < 0):
+        raise ValueError(f"log_every must be an int >= 0 or None; got log_every={log_every!r}")
+    _set_optimizer(model, optimizer, learning_rate)
+    chosen = choose_engine(model, engine, callbacks)
+    model.history["engine"].append(chosen)
+    plan = Plan(n_steps, per_epoch, batch, int(log_every or 0), shuffle, verbose)
+    if chosen == "numba":
+        run_compiled(model, Xp, yp, plan, threads=workers)
+        return model
+    n_workers = _workers(workers, model.replicas)
+    if n_workers > 1:
+        from initlab.nn import parallel
+
+        parallel.fit_in_workers(model, Xp, yp, plan, n_workers)
+        return model
+    with contextlib.ExitStack() as stack:
+        for callback in callbacks:  # a callback that is a context manager spans the fit
+            if hasattr(callback, "__enter__"):
+                stack.enter_context(callback)  # type: ignore[arg-type]
+        run_numpy(model, Xp, yp, plan, callbacks)
+    return model
+
+
+class Plan:
+    """What one fit does: ``steps`` updates, ``per_epoch`` of them an epoch, in batches of
+    ``batch`` (None: full batch), logging every ``log_every`` epochs and at the last."""
+
+    def __init__(self, steps: int, per_epoch: int, batch: int | None, log_every: int,
+                 shuffle: bool, verbose: bool):
+        self.steps, self.per_epoch, self.batch = steps, per_epoch, batch
+        self.log_every, self.shuffle, self.verbose = log_every, shuffle, verbose
+
+    @property
+    def epochs(self) -> int:
+        """Epochs begun (the last one partial when the step budget ends inside it)."""
+        return math.ceil(self.steps / self.per_epoch)
+
+    def steps_in(self, k: int) -> int:
+        """How many updates epoch k of this fit makes."""
+        return min(self.per_epoch, self.steps - k * self.per_epoch)
+
+    def logs(self, first_epoch: int) -> np.ndarray:
+        """Which epochs of this fit log their starting cost."""
+        epochs = first_epoch + np.arange(self.epochs)
+        log = (epochs % self.log_every == 0) if self.log_every else np.zeros(self.epochs, bool)
+        if self.epochs:
+            log[-1] = True
+        return log
+
+
+def _check_batch_size(batch_size: int | None, n: int) -> int | None:
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or None; "
+                         f"got batch_size={batch_size!r}")
+    return None if batch_size >= n else int(batch_size)
+
+
+def _budget(epochs: int | None, steps: int | None, per_epoch: int) -> int:
+    if epochs is not None and steps is not None:
+        raise ValueError(f"give epochs= or steps=, not both; got epochs={epochs!r}, "
+                         f"steps={steps!r}")
+    for name, value in (("epochs", epochs), ("steps", steps)):
+        if value is not None and (isinstance(value, bool) or
+                                  not isinstance(value, int | np.integer) or value < 0):
+            raise ValueError(f"{name} must be an int >= 0; got {name}={value!r}")
+    if steps is not None:
+        return int(steps)
+    return (1 if epochs is None else int(epochs)) * per_epoch
+
+
+def _set_optimizer(model: Sequential, optimizer: Any, learning_rate: float | None) -> None:
+    lr = {} if learning_rate is None else {"learning_rate": learning_rate}
+    if optimizer is not None or model.optimizer is None:
+        model.optimizer = optimizers.get(optimizer or model.optimizer_spec, **lr)
+    elif learning_rate is not None:  # a new rate for the same optimizer: its state goes on
+        optimizers.get(model.optimizer_spec, **lr)  # validates the rate, names it if bad
+        model.optimizer.learning_rate = float(learning_rate)
+
+
+def choose_engine(model: Sequential, engine: Engine, callbacks: Sequence[Any]) -> str:
+    """The engine a fit will run on, or a ValueError saying why the one asked for cannot."""
+    if engine not in ("auto", "numba", "numpy"):
+        raise ValueError(f"engine must be 'auto', 'numba' or 'numpy'; got engine={engine!r}")
+    if engine == "auto":
+        default = os.environ.get("INITLAB_ENGINE", "auto")
+        if default not in ("auto", "numba", "numpy"):
+            raise ValueError(f"INITLAB_ENGINE must be auto, numba or numpy; got "
+                             f"INITLAB_ENGINE={default!r}")
+        engine = default  # type: ignore[assignment]
+    if engine == "numpy":
+        return "numpy"
+    reason = compiled_unsupported(model, callbacks)
+    if reason is None:
+        return "numba"
+    if engine == "numba":
+        raise ValueError(f"engine='numba' cannot train this model: {reason}; "
+                         f"use engine='numpy' or 'auto'")
+    return "numpy"
+
+
+def compiled_unsupported(model: Sequential, callbacks: Sequence[Any] = ()) -> str | None:
+    """Why the compiled kernels cannot train this model, or None when they can."""
+    if callbacks:
+        return "callbacks need the NumPy engine (they see every epoch)"
+    if model.hooked:
+        return "hooks need the NumPy engine (they see every layer's arrays)"
+    odd = [layer for layer in model.layers if type(layer) is not Dense]
+    if odd:
+        return f"the kernels train stacks of Dense layers; got {odd[0]!r}"
+    try:
+        from initlab.nn import kernels
+    except ImportError as error:  # numba missing or broken: say so, never fail silently
+        return f"numba is not available ({error})"
+    assert model.loss is not None and model.optimizer is not None
+    return kernels.supported([layer.activation for layer in model.layers], model.loss,
+                             model.optimizer, model.dtype)
+
+
+def _workers(workers: int | None, replicas: int) -> int:
+    if workers is None:
+        return 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int or None; got workers={workers!r}")
+    return min(workers, replicas)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
+def log_cost(model: Sequential, epoch: int, cost: np.ndarray, verbose: bool) -> None:
+    model.history["epoch"].append(epoch)
+    model.history["step"].append(model.steps_trained)
+    model.history["cost"].append(np.array(cost, dtype=float))
+    if verbose:
+        text = (f"{cost[0]:.10g}" if model.replicas == 1 else
+                f"mean {np.mean(cost):.6g} +- {np.std(cost):.2g} over {model.replicas} replicas")
+        print(f"Epoch {epoch} - cost {text}")
+
+
+def orders(model: Sequential, n: int) -> np.ndarray:
+    """Each replica's sample order for one epoch, (R, n), drawn from its own stream."""
+    return np.stack([gen.permutation(n) for gen in model.rngs])
+
+
+def run_numpy(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
+              callbacks: Sequence[Callable[..., None]] = ()) -> None:
+    """The reference training loop, on the NumPy engine."""
+    assert model.loss is not None and model.optimizer is not None
+    params = model.parameters()
+    log = plan.logs(model.epochs_trained)
+    for k in range(plan.epochs):
+        epoch = model.epochs_trained
+        if plan.batch is None:
+            model.forward(X, training=True)
+            if log[k]:
+                log_cost(model, epoch, model.loss.value(model.loss_input(), y), plan.verbose)
+            model.backward(y)
+            model.optimizer.step(params, model.gradients())
+            model.steps_trained += 1
+        else:
+            if log[k]:
+                log_cost(model, epoch, model.cost(X, y), plan.verbose)
+            for xb, yb in _batches(model, X, y, plan, plan.steps_in(k)):
+                model.cost(xb, yb)
+                model.backward(yb)
+                model.optimizer.step(params, model.gradients())
+                model.steps_trained += 1
+        model.epochs_trained += 1
+        for callback in callbacks:
+            callback(model, epoch)
+
+
+def _batches(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
+             count: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    n, batch = X.shape[-2], plan.batch
+    assert batch is not None
+    if plan.shuffle:
+        order = orders(model, n)
+        X = X[order] if X.ndim == 2 else np.take_along_axis(X, order[..., None], axis=1)
+        y = y[order] if y.ndim == 2 else np.take_along_axis(
+            np.broadcast_to(y, (model.replicas, *y.shape[-2:])), order[..., None], axis=1)
+        X, y = feature_major(X), feature_major(y)
+    for start in range(0, count * batch, batch):
+        yield X[..., start:start + batch, :], y[..., start:start + batch, :]
+
+
+# the sample orders handed to the kernels at once stay below this many entries (~32 MB)
+_ORDER_ENTRIES = 4_000_000
+
+
+def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
+                 threads: int | None = None) -> None:
+    """The same training as :func:`run_numpy`, by the compiled kernels: whole epochs in chunks
+    (between logged epochs when verbose, so the log prints as it goes), each replica's sample
+    orders drawn from its stream exactly as the NumPy loop draws them. A step budget that ends
+    inside an epoch finishes that epoch's few steps on the NumPy engine."""
+    from initlab.nn import kernels
+
+    assert model.loss is not None and model.optimizer is not None
+    n = X.shape[-2]
+    weights = [layer.params["W"] for layer in model.layers]
+    biases = [layer.params.get("b") for layer in model.layers]
+    activations = [layer.activation for layer in model.layers]
+    X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
+    whole = plan.steps // plan.per_epoch
+    log = plan.logs(model.epochs_trained)
+    shuffled = plan.batch is not None and plan.shuffle
+    chunk = max(1, _ORDER_ENTRIES // (model.replicas * n)) if shuffled else max(whole, 1)
+    k = 0
+    while k < whole:
+        end = min(whole, k + chunk)
+        if plan.verbose:  # stop after the next logged epoch, to print it
+            later = np.flatnonzero(log[k:end])
+            end = k + int(later[0]) + 1 if len(later) else end
+        order = np.stack([orders(model, n) for _ in range(k, end)]) if shuffled else None
+        costs = kernels.train(weights, biases, activations, model.loss, model.optimizer, X, y,
+                              epochs=end - k, batch_size=plan.batch, orders=order,
+                              log=log[k:end], threads=threads)
+        start_epoch, start_step = model.epochs_trained, model.steps_trained
+        for row, j in zip(costs, np.flatnonzero(log[k:end]), strict=True):
+            model.epochs_trained, model.steps_trained = \
+                start_epoch + int(j), start_step + int(j) * plan.per_epoch
+            log_cost(model, model.epochs_trained, row, plan.verbose)
+        model.epochs_trained = start_epoch + end - k
+        model.steps_trained = start_step + (end - k) * plan.per_epoch
+        k = end
+    rest = plan.steps - whole * plan.per_epoch
+    if rest:
+        run_numpy(model, X, y, Plan(rest, plan.per_epoch, plan.batch, plan.log_every,
+                                    plan.shuffle, plan.verbose))
