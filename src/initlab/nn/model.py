@@ -13,8 +13,9 @@ inference. Training lives in :mod:`initlab.nn.training`, the process pool in
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
 import numpy as np
@@ -256,6 +257,18 @@ class Sequential:
             raise ValueError(f"kind must be 'forward' or 'backward'; got kind={kind!r}")
         hooks[kind].append(fn)
         return HookHandle(hooks[kind], fn)
+
+    @contextlib.contextmanager
+    def frozen_buffers(self) -> Iterator[None]:
+        """Training passes inside leave the layers' buffers (running statistics) as they were:
+        for passes that measure (gradcheck, a logged cost) rather than train."""
+        saved = [{k: v.copy() for k, v in layer.buffers.items()} for layer in self.layers]
+        try:
+            yield
+        finally:
+            for layer, buffers in zip(self.layers, saved, strict=True):
+                for key, value in buffers.items():
+                    layer.buffers[key][...] = value
 
     @property
     def hooked(self) -> bool:

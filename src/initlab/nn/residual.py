@@ -68,14 +68,14 @@ class Residual:
         return None  # the block's outputs are sums of the identity and the branch, no units
 
     def build(self, fan_in: int, replicas: int, dtype: np.dtype) -> None:
-        if self.branch[-1].units != fan_in:
-            raise ValueError(f"a residual branch must end at its input's width {fan_in}; "
-                             f"its last layer has units={self.branch[-1].units}")
-        self.fan_in = int(fan_in)
         width = fan_in
-        for layer in self.branch:
+        for layer in self.branch:  # built first: a width-keeping layer knows its units after
             layer.build(width, replicas, dtype)
             width = layer.units
+        if width != fan_in:
+            raise ValueError(f"a residual branch must end at its input's width {fan_in}; "
+                             f"its last layer has units={width}")
+        self.fan_in = int(fan_in)
         self.scale = np.ones((replicas, 1, 1), dtype=dtype)
 
     def init_replica(self, r: int, rng: np.random.Generator,
@@ -107,10 +107,11 @@ class Residual:
         grads: dict[str, np.ndarray] = {}
         if need_param_grads:
             grads["scale"] = np.sum(grad * h, axis=(-2, -1), keepdims=True)
-        g = grad * self.scale
+        g: np.ndarray | None = grad * self.scale
         for i in range(len(self.branch) - 1, -1, -1):
-            result = self.branch[i].backward(traces[i], g, need_param_grads=need_param_grads)
+            assert g is not None  # asked for: every branch layer but the first passes it on
+            result = self.branch[i].backward(traces[i], g, need_param_grads=need_param_grads,
+                                             need_input_grad=need_input_grad or i > 0)
             grads.update({f"{i}.{k}": v for k, v in result.params.items()})
-            assert result.dx is not None  # asked for: every branch layer passes it on
             g = result.dx
-        return Gradients(grad + g, grad, grads)
+        return Gradients(None if g is None else grad + g, grad, grads)

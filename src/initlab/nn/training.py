@@ -223,8 +223,9 @@ def run_numpy(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
             model.optimizer.step(params, model.gradients())
             model.steps_trained += 1
         else:
-            if log[k]:
-                log_cost(model, epoch, model.cost(X, y), plan.verbose)
+            if log[k]:  # the cost of all the data, which is not a step: no buffer moves
+                with model.frozen_buffers():
+                    log_cost(model, epoch, model.cost(X, y), plan.verbose)
             for xb, yb in _batches(model, X, y, plan, plan.steps_in(k)):
                 model.cost(xb, yb)
                 model.backward(yb)
