@@ -7,9 +7,10 @@ from initlab.nn.gradcheck import GradcheckError, GradcheckResult, gradcheck
 from initlab.nn.layers import Dense
 from initlab.nn.losses import Loss
 from initlab.nn.model import NeuralNetwork, Sequential, replica_labels, sweep
+from initlab.nn.normalization import BatchNorm, LayerNorm
 from initlab.nn.optimizers import SGD, Adam
 from initlab.nn.residual import Residual
 
-__all__ = ["SGD", "Adam", "Dense", "GradcheckError", "GradcheckResult", "Gradients",
-           "Layer", "Loss", "NeuralNetwork", "Residual", "Sequential", "Trace",
+__all__ = ["SGD", "Adam", "BatchNorm", "Dense", "GradcheckError", "GradcheckResult", "Gradients",
+           "Layer", "LayerNorm", "Loss", "NeuralNetwork", "Residual", "Sequential", "Trace",
            "gradcheck", "replica_labels", "sweep"]
