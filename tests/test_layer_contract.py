@@ -33,14 +33,6 @@ LAYERS = [
 ]
 
 
-def _breaking(**known):
-    """LAYERS with the kinds known to break one rule marked xfail (strict: the mark must go
-    when the layer is fixed); ``known`` maps a kind's id to the reason."""
-    return [pytest.param(*p.values, id=p.id, marks=pytest.mark.xfail(strict=True,
-                                                                     reason=known[p.id]))
-            if p.id in known else p for p in LAYERS]
-
-
 def _data():
     rng = np.random.default_rng(0)
     return rng.standard_normal((N, N_IN)), rng.integers(0, 2, N)
