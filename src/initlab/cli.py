@@ -52,6 +52,7 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
         raise ValueError(f"--seeds must be >= 1; got --seeds {args.seeds}")
     columns = (TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
+        _compile_kernels(progress)
         tasks = {card.NAME: progress.add_task(card.TITLE[:28], total=1.0) for card in cards}
         previous: list = []
 
@@ -87,6 +88,18 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
         return 130
     console.print(f"{len(results)} cards in {seconds:.0f} s. Report: {index}")
     return 0
+
+
+def _compile_kernels(progress) -> None:
+    """Compile the training kernels as a step of its own (from numba's cache after the first
+    run), so that a first run shows the compile instead of pausing in the first card."""
+    try:
+        from initlab.nn import kernels
+    except ImportError:  # numba unavailable: the cards train on the NumPy engine
+        return
+    task = progress.add_task("compile kernels (1st run)", total=1.0)
+    kernels.warm_up(progress=lambda done, total: progress.update(task, completed=done / total))
+    progress.update(task, completed=1.0)
 
 
 def _reproduce(args: argparse.Namespace, console: Console) -> int:

@@ -240,6 +240,9 @@ class Sequential:
 
     def gradients(self) -> list[np.ndarray]:
         """The parameter gradients of the last backward pass, in :meth:`parameters` order."""
+        if len(self.grads) != len(self.layers):
+            raise ValueError("no backward pass to read gradients from: call "
+                             "compute_gradients(X, y) (a compiled fit keeps none)")
         return [g[k] for layer, g in zip(self.layers, self.grads, strict=True)
                 for k in layer.params]
 

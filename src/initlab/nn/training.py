@@ -263,6 +263,7 @@ def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
     from initlab.nn import kernels
 
     assert model.loss is not None and model.optimizer is not None
+    model.traces, model.grads = [], []  # no pass of the NumPy engine describes the new weights
     n = X.shape[-2]
     weights = [layer.params["W"] for layer in model.layers]
     biases = [layer.params.get("b") for layer in model.layers]
