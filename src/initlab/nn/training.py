@@ -187,11 +187,6 @@ def _workers(workers: int | None, replicas: int) -> int:
     return min(workers, replicas)
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
-
-
 def log_cost(model: Sequential, epoch: int, cost: np.ndarray, verbose: bool) -> None:
     model.history["epoch"].append(epoch)
     model.history["step"].append(model.steps_trained)
