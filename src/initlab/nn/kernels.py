@@ -942,7 +942,9 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
             ``orders[e, r]`` (an (epochs, R, n) int array) for replica r in epoch e.
         log: (epochs,) bools: record each replica's full-batch cost at the start of those
             epochs, before their updates.
-        threads: threads over the replicas (default: every core this process may use).
+        threads: threads over the replicas (default: every core this process may use); the
+            gemm layout holds the BLAS to one thread meanwhile (unless one replica, threads
+            None), for the whole process.
         layout: "lanes" or "gemm" (see the module docstring); "auto" picks by size.
 
     Returns:
@@ -1021,7 +1023,10 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
             LOSSES[loss.name], loss_eps, code, hyp, hyp64, epochs, batch, max(dims),
             min(-(-batch // _BLOCK) * _BLOCK, CHUNK))
     workers = min(R, _cores() if threads is None else max(1, int(threads)))
-    with threadpool_limits(1) if gemm and workers > 1 else contextlib.nullcontext():
+    # BLAS on one thread under ours: two threads calling a threaded OpenBLAS at once ran W4
+    # 3.5x slower, and once 100x; it keeps its threads only for a lone replica
+    single = gemm and (workers > 1 or threads is not None)
+    with threadpool_limits(1) if single else contextlib.nullcontext():
         _run(workers, R, lambda r: _replica(r, P[r], S1[r], S2[r], *args))
     _unpack(P, params)
     _unpack_state(optimizer, code, params, S1, S2, T + epochs * per_epoch)
