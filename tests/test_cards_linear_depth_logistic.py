@@ -15,20 +15,25 @@ from initlab.nn import Dense, Sequential
 VERDICTS = {"holds", "fails"}
 
 
-def _run(card, tmp_path) -> dict[str, str]:
+def _run(card, tmp_path, control=False) -> dict[str, str]:
     """Run one card at tiny size on seeds 0 and 1; check its results.json; claim id -> verdict."""
-    folder, _ = runner.run_cards([card], seeds=[0, 1], out=tmp_path, size="tiny")
+    card = getattr(card, "card", card)
+    name = getattr(card, "name", None) or card.NAME
+    ids = [c.id for c in card.claims] if hasattr(card, "claims") else [c for c, _, _ in
+                                                                       card.CLAIMS]
+    folder, _ = runner.run_cards([card], seeds=[0, 1], out=tmp_path, size="tiny",
+                                 **({"control": True} if control else {}))
     payload = json.loads((folder / "results.json").read_text())
-    (entry,) = [c for c in payload["cards"] if c["name"] == card.NAME]
-    assert [c["id"] for c in entry["claims"]] == [cid for cid, _, _ in card.CLAIMS]
+    (entry,) = [c for c in payload["cards"] if c["name"] == name]
+    assert [c["id"] for c in entry["claims"]] == ids
     for claim in entry["claims"]:
         assert claim["verdict"] in VERDICTS, claim
         assert claim["measured"] and claim["source_printed"]
     assert entry["figures"]
     for figure in entry["figures"]:
         assert (folder / figure).is_file()
-    assert card.NAME in payload["data"]
-    assert list((folder / "tables").glob(f"{card.NAME}-*.csv"))
+    assert name in payload["data"]
+    assert list((folder / "tables").glob(f"{name}-*.csv"))
     return {c["id"]: c["verdict"] for c in entry["claims"]}
 
 
@@ -172,9 +177,10 @@ def test_logistic_zero_and_random_init_agree(tmp_path):
     assert set(verdicts.values()) == {"holds"}
 
 
-def test_logistic_short_training_fails(tmp_path, monkeypatch):
-    # 20 epochs are far from convergence: the gradient is large and the two starts still differ
-    monkeypatch.setattr(logistic, "EPOCHS", 20)
-    verdicts = _run(logistic, tmp_path)
+def test_logistic_short_training_fails(tmp_path):
+    # the control: 20 epochs are far from convergence, the gradient is large and the two
+    # starts still differ
+    assert logistic.card.control.config == {"epochs": 20}
+    verdicts = _run(logistic, tmp_path, control=True)
     assert verdicts["E6.finite-optimum"] == "fails"
     assert verdicts["E6.same-weights"] == "fails"

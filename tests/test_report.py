@@ -45,7 +45,8 @@ def test_results_json_has_the_stable_shape(tmp_path):
     card = payload["cards"][0]
     assert card["name"] == "a" and card["seconds"] >= 0
     assert [c["verdict"] for c in card["claims"]] == ["holds", "fails"]
-    assert set(card["claims"][0]) == {"id", "claim", "source_printed", "measured", "verdict"}
+    assert set(card["claims"][0]) == {"id", "claim", "source_printed", "measured", "verdict",
+                                      "headline", "seeds", "replicas"}
     assert card["claims"][0]["measured"] == "2 ± 0.8165 [min 1, max 3]"
     assert (folder / "tables" / "a-table.csv").read_text().splitlines()[0] == "seed,x"
     config = json.loads((folder / "config.json").read_text())
@@ -87,15 +88,16 @@ def test_missing_figure_is_said_not_hidden(tmp_path):
     assert "is missing from the run folder" in render.html_report(folder).read_text()
 
 
-def test_moons_card_end_to_end_and_a_wrong_variant_fails(tmp_path, monkeypatch):
-    folder, (result,) = runner.run_cards([moons], seeds=[0, 1], out=tmp_path, size="tiny")
+def test_moons_card_end_to_end_and_a_wrong_variant_fails(tmp_path):
+    folder, (result,) = runner.run_cards([moons.card], seeds=[0, 1], out=tmp_path, size="tiny")
     verdicts = {c.id: c.verdict for c in result.claims}
     assert verdicts["E1.zeros-ln2"] == "holds" and verdicts["E1.zeros-chance"] == "holds"
     assert verdicts["E1.large-start"] == "holds"
     assert all((folder / f).is_file() for f in result.figures)
-    # He replaced by zeros: the accuracy claim must fail
-    monkeypatch.setitem(moons.CORE, "he", "zeros")
-    _, (wrong,) = runner.run_cards([moons], seeds=[0, 1], out=tmp_path, size="tiny")
+    # the control, He replaced by zeros: the accuracy claim must fail
+    assert moons.card.control.variants["he"].init == "zeros"
+    _, (wrong,) = runner.run_cards([moons.card], seeds=[0, 1], out=tmp_path, size="tiny",
+                                   control=True)
     assert {c.id: c.verdict for c in wrong.claims}["E1.he-accuracy"] == "fails"
 
 

@@ -36,7 +36,8 @@ def _cards_table() -> Table:
     table.add_column("claim of the sources")
     for name in experiments.names():
         try:
-            table.add_row(name, experiments.get(name).CLAIM)
+            card = experiments.get(name)
+            table.add_row(name, escape(getattr(card, "summary", None) or card.CLAIM))
         except ImportError:
             table.add_row(name, "[red](not available)[/]")
     return table
@@ -53,14 +54,15 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
     columns = (TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         _compile_kernels(progress)
-        tasks = {card.NAME: progress.add_task(card.TITLE[:28], total=1.0) for card in cards}
+        tasks = {_card_name(card): progress.add_task(_card_title(card)[:28], total=1.0)
+                 for card in cards}
         previous: list = []
 
         def on_card(card):
             for task in previous:  # the card before this one has finished
                 progress.update(task, completed=1.0)
-            previous[:] = [tasks[card.NAME]]
-            return lambda fraction: progress.update(tasks[card.NAME], completed=fraction)
+            previous[:] = [tasks[_card_name(card)]]
+            return lambda fraction: progress.update(tasks[_card_name(card)], completed=fraction)
 
         try:
             options = {"depth": args.depth} if args.depth else {}
@@ -88,6 +90,14 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
         return 130
     console.print(f"{len(results)} cards in {seconds:.0f} s. Report: {index}")
     return 0
+
+
+def _card_name(card) -> str:
+    return getattr(card, "name", None) or card.NAME
+
+
+def _card_title(card) -> str:
+    return getattr(card, "title", None) or card.TITLE
 
 
 def _compile_kernels(progress) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import Any
 
 from initlab._validate import suggest
 
@@ -25,13 +25,15 @@ def names() -> list[str]:
     return list(MODULES)
 
 
-def get(name: str) -> ModuleType:
-    """The card module of a name; ValueError with a suggestion if there is none."""
+def get(name: str) -> Any:
+    """The card of a name (its module's ``card``); ValueError with a suggestion if there is
+    none."""
     if name not in MODULES:
         raise ValueError(f"unknown card {name!r}{suggest(name, MODULES)}; cards: "
                          f"{', '.join(MODULES)}")
-    return importlib.import_module(f"initlab.experiments.{MODULES[name]}")
+    module = importlib.import_module(f"initlab.experiments.{MODULES[name]}")
+    return getattr(module, "card", module)
 
 
-def all_cards() -> list[ModuleType]:
+def all_cards() -> list[Any]:
     return [get(name) for name in MODULES]

@@ -15,6 +15,7 @@ seeds. The runner writes, into a new folder per run (never overwritten):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import platform
 import time
@@ -27,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 import initlab
+from initlab.experiments.card import Card, ClaimSpec, Run, Size, spread  # noqa: F401
 
 Verdict = Literal["holds", "fails", "not run"]
 
@@ -36,8 +38,11 @@ class Claim:
     id: str
     claim: str
     source_printed: str
-    measured: str
+    measured: str  # the evidence
     verdict: Verdict
+    headline: str = ""  # one line with the headline number
+    seeds: list[int] = field(default_factory=list)  # the seeds the verdict rests on
+    replicas: int = 0  # and how many replicas
 
 
 @dataclass
@@ -80,13 +85,6 @@ def check(condition: bool | np.bool_) -> Verdict:
     return "holds" if bool(condition) else "fails"
 
 
-def spread(values: Any, fmt: str = ".4g", scale: float = 1.0) -> str:
-    """'mean ± std [min, max]' of values over seeds."""
-    v = np.asarray(values, dtype=float).ravel() * scale
-    if v.size == 1:
-        return format(v[0], fmt)
-    return (f"{np.mean(v):{fmt}} ± {np.std(v):{fmt}} "
-            f"[min {np.min(v):{fmt}}, max {np.max(v):{fmt}}]")
 
 
 def stats(values: Any) -> dict[str, float]:
@@ -139,26 +137,79 @@ def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def not_run(card: Any) -> CardResult:
     """The placeholder of a card that did not finish: every claim 'not run'."""
+    if isinstance(card, Card):
+        return CardResult(card.name, card.title, [Claim(c.id, c.text, c.printed, "", "not run")
+                                                  for c in card.claims],
+                          summary=card.summary, why=card.why)
     claims = [Claim(cid, text, printed, "", "not run")
               for cid, text, printed in getattr(card, "CLAIMS", [])]
     return CardResult(card.NAME, card.TITLE, claims, summary=getattr(card, "CLAIM", ""),
                       why=getattr(card, "WHY", ""))
 
 
-def run_cards(cards: Sequence[Any], *, seeds: Sequence[int], out: str | Path,
-              size: Literal["default", "tiny"] = "default", data: str | None = None,
+def run_card(card: Card[Any], folder: Path, *, size: Size = "default", seeds: int | None = None,
+             data: str | None = None, progress: Callable[[float], None] = lambda f: None,
+             options: dict[str, Any] | None = None, control: bool = False) -> CardResult:
+    """Run one card: measure, then its claims, tables and figures, into ``folder``. With
+    ``control``, the card's negative control is swapped in."""
+    cfg = card.config(size, seeds, options)
+    variants = dict(card.variants)
+    if control:
+        variants.update(card.control.variants)
+        cfg = dataclasses.replace(cfg, **card.control.config)
+    run = Run(card, cfg, variants, data, progress)
+    assert card.measure_fn is not None, f"card {card.name!r} declares no measure step"
+    measured = card.measure_fn(run)
+    claims = [_judge(spec, measured, run) for spec in card.claims]
+    tables = {name: fn(measured) for name, fn in card.tables.items()}
+    figures = []
+    for name, draw in card.figures.items():
+        path = folder / "figures" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draw(measured, path)
+        figures.append(str(path.relative_to(folder)))
+    progress(1.0)
+    return CardResult(card.name, card.title, claims, tables, figures, card.notes_fn(measured),
+                      data=run.data_used or card.data, summary=card.summary, why=card.why)
+
+
+def _judge(spec: ClaimSpec, measured: Any, run: Run) -> Claim:
+    outcome = spec.judge(measured)
+    names = spec.uses if spec.uses is not None else tuple(run.variants)
+    used = [run.seeds_of(name) for name in names]
+    return Claim(spec.id, spec.text, spec.printed, outcome.evidence or outcome.headline,
+                 check(outcome.holds), outcome.headline,
+                 sorted({s for seeds in used for s in seeds}), sum(map(len, used)))
+
+
+def _name(card: Any) -> str:
+    return card.name if isinstance(card, Card) else card.NAME
+
+
+def run_cards(cards: Sequence[Any], *, seeds: int | Sequence[int] | None = None,
+              out: str | Path, size: Size = "default", data: str | None = None,
               on_card: Callable[[Any], Callable[[float], None]] | None = None,
-              options: dict[str, Any] | None = None) -> tuple[Path, list[CardResult]]:
+              options: dict[str, Any] | None = None,
+              control: bool = False) -> tuple[Path, list[CardResult]]:
     """Run the cards in order, writing the run folder as each finishes.
 
+    ``seeds`` is a count (seeds 0 ... n-1; None: each card's own for its size).
     ``on_card(card)`` is called before each card and returns its progress callback (the CLI
     starts a progress bar there). Ctrl-C keeps the finished cards and marks the rest "not run".
     """
-    folder = new_run_folder(out)
-    seeds = [int(s) for s in seeds]
+    if seeds is not None and not isinstance(seeds, int):
+        seeds = [int(s) for s in seeds]
+        if seeds != list(range(len(seeds))):
+            raise ValueError(f"seeds are 0 ... n-1, given as a count; got seeds={seeds}")
+        seeds = len(seeds)
     options = dict(options or {})
-    config = {"seeds": seeds, "size": size, "data": data, "options": options,
-              "cards": [c.NAME for c in cards],
+    for card in cards:  # refuse before anything is written
+        if isinstance(card, Card):
+            card.config(size, seeds, options)
+    folder = new_run_folder(out)
+    seed_list = list(range(seeds)) if seeds is not None else []
+    config = {"seeds": seed_list, "size": size, "data": data, "options": options,
+              "cards": [_name(c) for c in cards], "control": control,
               "started": datetime.now().isoformat(timespec="seconds"), "versions": _versions()}
     _write_json(folder / "config.json", config)
     results: list[CardResult] = []
@@ -169,24 +220,32 @@ def run_cards(cards: Sequence[Any], *, seeds: Sequence[int], out: str | Path,
             results.append(not_run(card))
             continue
         progress = on_card(card) if on_card else (lambda fraction: None)
-        ctx = Context(seeds, folder, size, data, progress, options)
         start = time.perf_counter()
         try:
-            result = card.run(ctx)
+            if isinstance(card, Card):
+                result = run_card(card, folder, size=size, seeds=seeds, data=data,
+                                  progress=progress, options=options, control=control)
+            else:
+                legacy = seed_list or list(range(10))
+                result = card.run(Context(legacy, folder, "tiny" if size == "tiny" else
+                                          "default", data, progress, options))
+                result.summary, result.why = getattr(card, "CLAIM", ""), getattr(card, "WHY",
+                                                                                  "")
+                for claim in result.claims:
+                    claim.seeds, claim.replicas = legacy, 0
         except KeyboardInterrupt:
             interrupted = True
             results.append(not_run(card))
             continue
         result.seconds = time.perf_counter() - start
-        result.summary, result.why = getattr(card, "CLAIM", ""), getattr(card, "WHY", "")
         for name, rows in result.tables.items():
             if rows:
-                _write_table(folder / "tables" / f"{card.NAME}-{name}.csv", rows)
+                _write_table(folder / "tables" / f"{result.name}-{name}.csv", rows)
         if result.data:
-            data_info[card.NAME] = result.data
+            data_info[result.name] = result.data
         results.append(result)
-        _write_results(folder, seeds, data_info, results, cards, interrupted)
-    _write_results(folder, seeds, data_info, results, cards, interrupted)
+        _write_results(folder, seed_list, data_info, results, cards, interrupted)
+    _write_results(folder, seed_list, data_info, results, cards, interrupted)
     return folder, results
 
 
@@ -198,7 +257,7 @@ def _write_results(folder, seeds, data_info, results, cards, interrupted) -> Non
         "data": data_info,
         "interrupted": interrupted,
         "cards": [_card_json(r) for r in results]
-        + [_card_json(not_run(c)) for c in cards if c.NAME not in done],
+        + [_card_json(not_run(c)) for c in cards if _name(c) not in done],
     }
     _write_json(folder / "results.json", payload)
 

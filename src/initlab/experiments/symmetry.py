@@ -4,79 +4,115 @@ initialised that way trains as a network with one unit per hidden layer."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from initlab import data
+from initlab.experiments.card import (
+    Card,
+    Config,
+    Control,
+    Outcome,
+    Run,
+    Variant,
+    pick,
+    sizes,
+    spread,
+)
+from initlab.nn import Dense, Sequential
+from initlab.probes import distinct_units
+from initlab.report import figures as plots
 
-from initlab import data  # noqa: E402
-from initlab.experiments.runner import CardResult, Claim, Context, check, spread  # noqa: E402
-from initlab.nn import Dense, Sequential  # noqa: E402
-from initlab.probes import distinct_units  # noqa: E402
-from initlab.report import figures as plots  # noqa: E402
-
-NAME = "symmetry"
-TITLE = "E2 symmetry: constant weights keep units identical"
-CLAIM = ("If every weight starts at the same value (biases 0), every unit of a layer gets the "
-         "same gradient and stays identical, so the layer acts as a single unit; random "
-         "weights break the symmetry.")
-WHY = ("With every weight equal, the units of a layer see the same input through the same weights "
-       "and compute the same output; back-propagation then hands each of them the same gradient, "
-       "so one update keeps them equal, and so does every later one. The wide network is then a "
-       "one-unit-per-layer network in disguise: its function, and so its accuracy, is one such a "
-       "network can have.")
 HIDDEN = (12, 6)
-LEARNING_RATE = 0.01
 RTOL = 1e-9  # distinct units: rows equal to this relative tolerance count as one unit
 ACCURACY_TOL = 0.01  # "no better": one test point in a hundred, on the mean over seeds
-# ReLU network, as E1; the constant variants are the ones compared with a 1-unit network
-VARIANTS = {"constant 0.5": {"name": "constant", "value": 0.5},
-            "constant 1.0": {"name": "constant", "value": 1.0},
-            "he": "he_normal"}
+# the ReLU variants (as E1's network) and the tanh one; the constant ones are compared with
+# their 1-unit network
 CONSTANTS = {"constant 0.5": 0.5, "constant 1.0": 1.0}
-TANH_VARIANTS = {"zeros (tanh)": "zeros"}
-CLAIMS = [
-    ("E2.constant-one-unit",
-     "Constant init (every weight c = 0.5, 1.0, or 0 with tanh units; biases 0) leaves exactly "
-     "1 distinct unit in every hidden layer after training, for every seed",
-     "no number printed; neurons of a layer 'evolve symmetrically' and the layer acts as one "
-     "neuron (seeds 000, 001)"),
-    ("E2.he-distinct", "He init leaves all 12 + 6 hidden units distinct, for every seed",
-     "no number printed; random weights make every neuron behave differently (seeds 000, 004)"),
-    ("E2.no-better",
-     "The constant-init network is no better than the same network with one unit per hidden "
-     "layer",
-     "no number printed; adding neurons does not make the network more expressive (seed 000)"),
-]
+RELU = ("constant 0.5", "constant 1.0", "he")
+TANH = ("zeros (tanh)",)
 
 
-def _moons(seeds: Sequence[int]) -> dict[int, tuple]:
-    return {s: data.moons(s) for s in dict.fromkeys(seeds)}
+@dataclass(frozen=True)
+class Settings(Config):
+    epochs: int = 1_500
+    log_every: int = 100
+    learning_rate: float = 0.01
 
 
-def _train(widths: Sequence[int], hidden: str, variants: Mapping, seeds: Sequence[int],
-           splits: dict, epochs: int, log_every: int) -> dict:
+card: Card[Measured] = Card(
+    "symmetry",
+    title="E2 symmetry: constant weights keep units identical",
+    claim="If every weight starts at the same value (biases 0), every unit of a layer gets the "
+          "same gradient and stays identical, so the layer acts as a single unit; random "
+          "weights break the symmetry.",
+    why="With every weight equal, the units of a layer see the same input through the same "
+        "weights and compute the same output; back-propagation then hands each of them the same "
+        "gradient, so one update keeps them equal, and so does every later one. The wide "
+        "network is then a one-unit-per-layer network in disguise: its function, and so its "
+        "accuracy, is one such a network can have.",
+    data="make_moons(400 train / 100 test, noise 0.2), drawn per seed",
+    sizes=sizes(Settings(), tiny={"seeds": 2, "epochs": 100, "log_every": 20},
+                full={"seeds": 30, "epochs": 15_000, "log_every": 1_000}),
+    variants={"constant 0.5": Variant({"name": "constant", "value": 0.5}),
+              "constant 1.0": Variant({"name": "constant", "value": 1.0}),
+              "he": Variant("he_normal"),
+              "zeros (tanh)": Variant("zeros")},
+    control=Control(("E2.constant-one-unit", "E2.no-better"),
+                    {"constant 0.5": Variant({"name": "normal", "mean": 0.5, "std": 1e-3})},
+                    why="0.5 + N(0, 1e-3): the units start 1e-3 apart, far beyond the 1e-9 "
+                        "tolerance, and the network is no longer its collapsed 1-unit form"),
+)
+
+
+@dataclass
+class Training:
     """Every variant x seed of one architecture as replicas of one model."""
-    labels = [(name, seed) for name in variants for seed in seeds]
+
+    labels: list[tuple[str, int]]
+    model: Sequential
+    costs: np.ndarray
+    epochs: list[int]
+    distinct: np.ndarray  # (R, hidden layers)
+    train: np.ndarray
+    test: np.ndarray
+    X_test: np.ndarray
+
+    def of(self, name: str, values) -> np.ndarray:
+        return pick(self.labels, name, values)
+
+
+@dataclass
+class Measured:
+    cfg: Settings
+    wide: Training  # ReLU
+    tanh: Training
+    one: Training  # the 1-unit networks of the constant variants
+    collapse_gap: dict[str, np.ndarray]  # per constant variant, per seed: max |Δp|
+
+    def constant_runs(self) -> list[tuple[Training, str]]:
+        return [(self.wide, name) for name in CONSTANTS] + [(self.tanh, n) for n in TANH]
+
+
+def _train(run: Run, widths: Sequence[int], hidden: str, variants: Mapping[str, object]) \
+        -> Training:
+    cfg: Settings = run.cfg
+    labels = [(name, seed) for name in variants for seed in run.seeds]
+    splits = {s: data.moons(s) for s in run.seeds}
     X, y, X_test, y_test = (np.stack([splits[s][k] for _, s in labels]) for k in range(4))
     model = Sequential([Dense(w, hidden) for w in widths] + [Dense(1, "sigmoid")])
     model.compile("binary_crossentropy").build(
         2, rng=[np.random.SeedSequence(s) for _, s in labels],
-        variants=[variants[name] for name, _ in labels])
-    model.fit(X, y, learning_rate=LEARNING_RATE, epochs=epochs, log_every=log_every)
+        variants=[variants[name] for name, _ in labels],
+        coords=[{"variant": name, "seed": seed} for name, seed in labels])
+    model.fit(X, y, learning_rate=cfg.learning_rate, epochs=cfg.epochs, log_every=cfg.log_every)
     distinct = np.array([[distinct_units(layer.params["W"][r], layer.params["b"][r], RTOL)
                           for layer in model.layers[:-1]] for r in range(len(labels))])
-    return {"labels": labels, "model": model, "costs": np.array(model.history["cost"]),
-            "epochs": model.history["epoch"], "distinct": distinct,
-            "train": model.evaluate(X, y)["accuracy"],
-            "test": model.evaluate(X_test, y_test)["accuracy"], "X_test": X_test}
-
-
-def _pick(run: dict, name: str, values) -> np.ndarray:
-    return np.array([v for (n, _), v in zip(run["labels"], values, strict=True) if n == name])
+    return Training(labels, model, np.array(model.history["cost"]), model.history["epoch"],
+                    distinct, model.evaluate(X, y)["accuracy"],
+                    model.evaluate(X_test, y_test)["accuracy"], X_test)
 
 
 def collapse(model: Sequential, replicas: Sequence[int]) -> Sequential:
@@ -109,42 +145,23 @@ def _one_unit_variants() -> dict[str, list]:
             for name, c in CONSTANTS.items()}
 
 
-def run(ctx: Context) -> CardResult:
-    epochs, log_every = (100, 20) if ctx.tiny else (1_500, 100)
-    seeds = ctx.seeds
-    splits = _moons(seeds)
-    wide = _train(HIDDEN, "relu", VARIANTS, seeds, splits, epochs, log_every)
-    ctx.progress(0.55)
-    tanh = _train(HIDDEN, "tanh", TANH_VARIANTS, seeds, splits, epochs, log_every)
-    ctx.progress(0.75)
-    one = _train((1, 1), "relu", _one_unit_variants(), seeds, splits, epochs, log_every)
-    ctx.progress(0.9)
-    constant_runs = [(wide, name) for name in CONSTANTS] + [(tanh, n) for n in TANH_VARIANTS]
+@card.measure
+def measure(run: Run) -> Measured:
+    init = {name: run.variants[name].init for name in RELU}
+    wide = _train(run, HIDDEN, "relu", init)
+    run.progress(0.55)
+    tanh = _train(run, HIDDEN, "tanh", {name: run.variants[name].init for name in TANH})
+    run.progress(0.75)
+    one = _train(run, (1, 1), "relu", _one_unit_variants())
+    run.progress(0.9)
+    m = Measured(run.cfg, wide, tanh, one, {})
     # each trained constant network against its collapsed 1-unit form: equal if units are equal
-    collapse_gap = {}
-    for run_, name in constant_runs:
-        index = [r for r, (n, _) in enumerate(run_["labels"]) if n == name]
-        wide_p = run_["model"].take(index).predict(run_["X_test"][index])
-        small_p = collapse(run_["model"], index).predict(run_["X_test"][index])
-        collapse_gap[name] = np.max(np.abs(wide_p - small_p), axis=(1, 2))
-    runs = {"relu": wide, "tanh": tanh, "one-unit": one}
-    tables = {"units": [row for r in (wide, tanh) for row in _unit_rows(r)],
-              "one-unit": _one_unit_rows(wide, tanh, one, collapse_gap),
-              "costs": [row for arch, r in runs.items() for row in _cost_rows(r, arch)]}
-    curves = {name: _pick(r, name, r["costs"].T) for r in (wide, tanh)
-              for name in dict.fromkeys(n for n, _ in r["labels"])}
-    curves |= {f"1-unit from {name}": _pick(one, name, one["costs"].T) for name in CONSTANTS}
-    figures = [
-        _distinct_units_figure({name: _pick(r, name, r["distinct"]) for r, name in
-                                [*constant_runs, (wide, "he")]}, ctx.figure("symmetry-units")),
-        plots.cost_curves(curves, wide["epochs"], ctx.figure("symmetry-costs"),
-                          title="E2 training cost (line: median, band: min-max over seeds)"),
-    ]
-    ctx.progress(1.0)
-    return CardResult(NAME, TITLE, _claims(wide, tanh, one, collapse_gap), tables,
-                      [str(f.relative_to(ctx.folder)) for f in figures],
-                      _notes(len(seeds), epochs),
-                      data="make_moons(400 train / 100 test, noise 0.2), drawn per seed")
+    for t, name in m.constant_runs():
+        index = t.model.select(variant=name)
+        wide_p = t.model.take(index).predict(t.X_test[index])
+        small_p = collapse(t.model, index).predict(t.X_test[index])
+        m.collapse_gap[name] = np.max(np.abs(wide_p - small_p), axis=(1, 2))
+    return m
 
 
 def _counts_text(counts: np.ndarray) -> str:
@@ -152,30 +169,53 @@ def _counts_text(counts: np.ndarray) -> str:
                      for i in range(counts.shape[1]))
 
 
-def _claims(wide: dict, tanh: dict, one: dict, collapse_gap: dict) -> list[Claim]:
-    constant = {name: _pick(wide, name, wide["distinct"]) for name in CONSTANTS}
-    constant |= {name: _pick(tanh, name, tanh["distinct"]) for name in TANH_VARIANTS}
-    he = _pick(wide, "he", wide["distinct"])
-    worst_collapse = max(float(np.max(g)) for g in collapse_gap.values())
-    accuracy = {name: (_pick(wide, name, wide["test"]), _pick(one, name, one["test"]))
+@card.claim("E2.constant-one-unit",
+            "Constant init (every weight c = 0.5, 1.0, or 0 with tanh units; biases 0) leaves "
+            "exactly 1 distinct unit in every hidden layer after training, for every seed",
+            printed="no number printed; neurons of a layer 'evolve symmetrically' and the layer "
+                    "acts as one neuron (seeds 000, 001)",
+            uses=("constant 0.5", "constant 1.0", "zeros (tanh)"))
+def constant_one_unit(m: Measured) -> Outcome:
+    constant = {name: t.of(name, t.distinct) for t, name in m.constant_runs()}
+    most = max(int(np.max(c)) for c in constant.values())
+    return Outcome(all(bool(np.all(c == 1)) for c in constant.values()),
+                   f"most distinct units in a constant-init layer: {most}",
+                   "; ".join(f"{name}: {_counts_text(c)}" for name, c in constant.items()))
+
+
+@card.claim("E2.he-distinct", "He init leaves all 12 + 6 hidden units distinct, for every seed",
+            printed="no number printed; random weights make every neuron behave differently "
+                    "(seeds 000, 004)", uses=("he",))
+def he_distinct(m: Measured) -> Outcome:
+    he = m.wide.of("he", m.wide.distinct)
+    return Outcome(bool(np.all(he == np.array(HIDDEN))),
+                   f"fewest distinct units: {int(he[:, 0].min())} of {HIDDEN[0]}, "
+                   f"{int(he[:, 1].min())} of {HIDDEN[1]}",
+                   f"he: {_counts_text(he)} (widths {HIDDEN[0]}, {HIDDEN[1]})")
+
+
+@card.claim("E2.no-better", "The constant-init network is no better than the same network "
+            "with one unit per hidden layer",
+            printed="no number printed; adding neurons does not make the network more "
+                    "expressive (seed 000)", uses=("constant 0.5", "constant 1.0"))
+def no_better(m: Measured) -> Outcome:
+    worst = max(float(np.max(g)) for g in m.collapse_gap.values())
+    accuracy = {name: (m.wide.of(name, m.wide.test), m.one.of(name, m.one.test))
                 for name in CONSTANTS}
-    no_better = all(np.mean(a) - np.mean(b) <= ACCURACY_TOL for a, b in accuracy.values())
-    return [
-        Claim(*CLAIMS[0], " | ".join(f"{name}: {_counts_text(c)}" for name, c in constant.items()),
-              check(all(np.all(c == 1) for c in constant.values()))),
-        Claim(*CLAIMS[1], f"he: {_counts_text(he)} (widths {HIDDEN[0]}, {HIDDEN[1]})",
-              check(np.all(he == np.array(HIDDEN)))),
-        Claim(*CLAIMS[2], " | ".join(f"{name}: test accuracy {spread(a, '.1%')} vs 1-unit "
-                                     f"{spread(b, '.1%')}" for name, (a, b) in accuracy.items())
-              + f" | trained constant networks vs their collapsed 1-unit form: max |Δp| = "
-                f"{worst_collapse:.1e}",
-              check(worst_collapse < RTOL and no_better)),
-    ]
+    gain = max(float(np.mean(a) - np.mean(b)) for a, b in accuracy.values())
+    return Outcome(worst < RTOL and gain <= ACCURACY_TOL,
+                   f"wide vs its 1-unit form: max |Δp| = {worst:.1e}, accuracy gain {gain:+.1%}",
+                   "; ".join(f"{name}: test accuracy {spread(a, '.1%')} vs 1-unit "
+                             f"{spread(b, '.1%')}" for name, (a, b) in accuracy.items())
+                   + f"; trained constant networks vs their collapsed 1-unit form: max |Δp| = "
+                     f"{worst:.1e}")
 
 
-def _notes(n_seeds: int, epochs: int) -> list[str]:
+@card.notes
+def notes(m: Measured) -> list[str]:
     return [
-        f"{n_seeds} seeds; {epochs:,} full-batch epochs at learning rate {LEARNING_RATE} "
+        f"{len(m.wide.labels) // len(RELU)} seeds; {m.cfg.epochs:,} full-batch epochs at "
+        f"learning rate {m.cfg.learning_rate} "
         f"(EXPERIMENTS.md asks for 15,000; the symmetry is exact at any epoch count, so fewer "
         f"epochs do not weaken the unit counts; only the accuracies are of less-trained "
         f"networks). The ReLU variants train as one model, zeros-with-tanh and the 1-unit "
@@ -202,41 +242,62 @@ def _notes(n_seeds: int, epochs: int) -> list[str]:
     ]
 
 
-def _unit_rows(run: dict) -> list[dict]:
+@card.table("units")
+def units(m: Measured) -> list[dict]:
     return [{"variant": name, "seed": seed, "distinct_layer1": int(d[0]),
              "distinct_layer2": int(d[1]), "train_accuracy": float(tr),
              "test_accuracy": float(te), "final_cost": float(c)}
-            for (name, seed), d, tr, te, c in zip(run["labels"], run["distinct"], run["train"],
-                                                  run["test"], run["costs"][-1], strict=True)]
+            for t in (m.wide, m.tanh)
+            for (name, seed), d, tr, te, c in zip(t.labels, t.distinct, t.train, t.test,
+                                                  t.costs[-1], strict=True)]
 
 
-def _one_unit_rows(wide: dict, tanh: dict, one: dict, gap: dict) -> list[dict]:
+@card.table("one-unit")
+def one_unit(m: Measured) -> list[dict]:
     rows = []
-    for name in gap:
-        run = wide if name in CONSTANTS else tanh
-        test = _pick(run, name, run["test"])
-        one_test = _pick(one, name, one["test"]) if name in CONSTANTS else [np.nan] * len(test)
-        seeds = [s for n, s in run["labels"] if n == name]
+    for t, name in m.constant_runs():
+        test = t.of(name, t.test)
+        one_test = m.one.of(name, m.one.test) if name in CONSTANTS else [np.nan] * len(test)
+        seeds = [s for n, s in t.labels if n == name]
         rows += [{"variant": name, "seed": s, "test_accuracy": float(a),
                   "one_unit_test_accuracy": float(b), "collapse_max_abs_dp": float(g)}
-                 for s, a, b, g in zip(seeds, test, one_test, gap[name], strict=True)]
+                 for s, a, b, g in zip(seeds, test, one_test, m.collapse_gap[name],
+                                       strict=True)]
     return rows
 
 
-def _cost_rows(run: dict, architecture: str) -> list[dict]:
+@card.table("costs")
+def costs(m: Measured) -> list[dict]:
     rows = []
-    for e, epoch in enumerate(run["epochs"]):
-        for name in dict.fromkeys(n for n, _ in run["labels"]):
-            values = _pick(run, name, run["costs"][e])
-            rows.append({"architecture": architecture, "variant": name, "epoch": epoch,
-                         "mean": float(values.mean()), "std": float(values.std()),
-                         "min": float(values.min()), "max": float(values.max())})
+    for architecture, t in (("relu", m.wide), ("tanh", m.tanh), ("one-unit", m.one)):
+        for e, epoch in enumerate(t.epochs):
+            for name in dict.fromkeys(n for n, _ in t.labels):
+                values = t.of(name, t.costs[e])
+                rows.append({"architecture": architecture, "variant": name, "epoch": epoch,
+                             "mean": float(values.mean()), "std": float(values.std()),
+                             "min": float(values.min()), "max": float(values.max())})
     return rows
+
+
+@card.figure("symmetry-units")
+def units_figure(m: Measured, path: Path) -> Path:
+    return _distinct_units_figure({name: t.of(name, t.distinct) for t, name in
+                                   [*m.constant_runs(), (m.wide, "he")]}, path)
+
+
+@card.figure("symmetry-costs")
+def cost_figure(m: Measured, path: Path) -> Path:
+    curves = {name: t.of(name, t.costs.T) for t in (m.wide, m.tanh)
+              for name in dict.fromkeys(n for n, _ in t.labels)}
+    curves |= {f"1-unit from {name}": m.one.of(name, m.one.costs.T) for name in CONSTANTS}
+    return plots.cost_curves(curves, m.wide.epochs, path,
+                             title="E2 training cost (line: median, band: min-max over seeds)")
 
 
 def _distinct_units_figure(counts: Mapping[str, np.ndarray], path: Path) -> Path:
     """Bars: mean distinct units per hidden layer per variant, min-max whiskers, the widths
     dashed."""
+    plt = plots.plt
     fig, ax = plt.subplots(figsize=(7, 3.8))
     x = np.arange(len(counts))
     for i, width in enumerate(HIDDEN):

@@ -1,0 +1,79 @@
+"""The conformance suite of the cards: every card, run by the framework at its tiny size,
+passes the same checks, and its declared negative control flips the claims it names (so a
+claim that could never fail would be caught here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from initlab import experiments
+from initlab.experiments import runner
+from initlab.experiments.card import SIZES, Card
+
+CARDS = [c for c in experiments.all_cards() if isinstance(c, Card)]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Each card once at tiny size, normal and under its control: (folder, result) pairs."""
+    cache: dict = {}
+
+    def get(card: Card, control: bool):
+        if (card.name, control) not in cache:
+            out = tmp_path_factory.mktemp(f"{card.name}-{'control' if control else 'normal'}")
+            folder, (result,) = runner.run_cards([card], out=out, size="tiny", control=control)
+            cache[card.name, control] = folder, result
+        return cache[card.name, control]
+    return get
+
+
+@pytest.mark.parametrize("card", CARDS, ids=lambda c: c.name)
+def test_a_card_declares_what_the_framework_needs(card):
+    assert card.measure_fn is not None and card.claims
+    ids = [c.id for c in card.claims]
+    assert len(ids) == len(set(ids)), "claim ids are unique"
+    assert set(card.sizes) == set(SIZES)
+    assert card.sizes["tiny"].seeds <= card.sizes["default"].seeds <= card.sizes["full"].seeds
+    assert set(card.control.flips) <= set(ids), "the control flips claims of the card"
+    assert set(card.control.variants) <= set(card.variants)
+    assert card.figures and card.tables and card.title and card.summary and card.why
+
+
+@pytest.mark.parametrize("card", CARDS, ids=lambda c: c.name)
+def test_a_card_runs_and_records_its_seeds(card, tiny_runs):
+    folder, result = tiny_runs(card, False)
+    payload = json.loads((folder / "results.json").read_text())
+    (entry,) = payload["cards"]
+    assert [c["id"] for c in entry["claims"]] == [c.id for c in card.claims]
+    seeds = card.sizes["tiny"].seeds
+    for claim in entry["claims"]:
+        assert claim["verdict"] in ("holds", "fails")
+        assert claim["headline"] and claim["measured"] and claim["source_printed"]
+        assert claim["seeds"] and set(claim["seeds"]) <= set(range(seeds))
+        assert claim["replicas"] >= len(claim["seeds"])
+    assert all((folder / f).is_file() for f in entry["figures"])
+    assert len(entry["figures"]) == len(card.figures)
+    assert {p.name for p in (folder / "tables").glob("*.csv")} == {
+        f"{card.name}-{name}.csv" for name in card.tables}
+
+
+@pytest.mark.parametrize("card", CARDS, ids=lambda c: c.name)
+def test_the_negative_control_flips_its_claims(card, tiny_runs):
+    _, normal = tiny_runs(card, False)
+    _, control = tiny_runs(card, True)
+    before = {c.id: c.verdict for c in normal.claims}
+    after = {c.id: c.verdict for c in control.claims}
+    for claim in card.control.flips:
+        assert before[claim] == "holds", f"{claim} must hold before the control"
+        assert after[claim] == "fails", f"{claim} must fail under the control"
+
+
+def test_seeds_beyond_a_cards_maximum_are_refused(tmp_path):
+    card = next(c for c in CARDS)
+    limited = Card("limited", title="t", claim="c", why="w", sizes=card.sizes,
+                   variants=card.variants, control=card.control, max_seeds=3)
+    with pytest.raises(ValueError, match="at most 3 seeds; got seeds=4"):
+        runner.run_cards([limited], seeds=4, out=tmp_path)
+    assert not list(tmp_path.iterdir()), "refused before any folder is written"
