@@ -1,39 +1,45 @@
 """The runner's run folder and the report rendered from it, down to a headless browser."""
 
+import html
 import json
 import shutil
 import subprocess
-import types
 
 import numpy as np
 import pytest
 
 from initlab.experiments import moons, runner
+from initlab.experiments.card import Card, Config, Control, Outcome, Variant, sizes, spread
 from initlab.report import render
 
 
-def _card(name, verdicts, *, interrupt=False, figure=True):
-    def run(ctx):
+def _card(name, verdicts, *, interrupt=False, figure=True, text="claim {i}"):
+    """A made-up card: its claims have the given verdicts."""
+    card = Card(name, title=f"title {name}", claim=f"{name} says so", why="because",
+                data="made up", sizes=sizes(Config(seeds=3)), variants={"v": Variant("zeros")},
+                control=Control(()))
+
+    @card.measure
+    def measure(run):
         if interrupt:
             raise KeyboardInterrupt
-        path = ctx.figure(f"{name}-fig")
-        if figure:
+        return run.seeds
+
+    for i, verdict in enumerate(verdicts):
+        card.claim(f"{name}.{i}", text.format(i=i), printed="printed")(
+            lambda seeds, v=verdict: Outcome(v == "holds", "headline 2", spread([1, 2, 3])))
+    card.table("table")(lambda seeds: [{"seed": s, "x": s * 2} for s in seeds])
+    if figure:
+        @card.figure(f"{name}-fig")
+        def draw(seeds, path):
             import matplotlib.pyplot as plt
 
             fig, ax = plt.subplots()
             ax.plot([0, 1], [1, 0])
             fig.savefig(path)
             plt.close(fig)
-        claims = [runner.Claim(f"{name}.{i}", f"claim {i}", "printed", runner.spread([1, 2, 3]),
-                               v) for i, v in enumerate(verdicts)]
-        return runner.CardResult(name, f"title {name}", claims,
-                                 {"table": [{"seed": s, "x": s * 2} for s in ctx.seeds]},
-                                 [str(path.relative_to(ctx.folder))] if figure else [],
-                                 ["a note"], data="made up")
-
-    return types.SimpleNamespace(NAME=name, TITLE=f"title {name}", CLAIM=f"{name} says so",
-                                 WHY="because", CLAIMS=[(f"{name}.0", "claim 0", "printed")],
-                                 run=run)
+    card.notes(lambda seeds: ["a note"])
+    return card
 
 
 def test_results_json_has_the_stable_shape(tmp_path):
@@ -76,8 +82,8 @@ def test_report_is_rendered_from_the_folder_alone(tmp_path):
     page = index.read_text()
     assert "data:image/png;base64," in page and "src=\"http" not in page
     assert "claim 1" in page and "a says so" in page and "because" in page
-    assert page.count("class=\"verdict\"") == 2 + 2 + 2  # summary, claims table, card table
-    assert "| a | claim 0 | printed |" in md.read_text()
+    assert page.count("class=\"verdict ") == 2 + 2 + 2  # summary, claims table, card table
+    assert "| claim 0 | printed | 2 ± 0.8165 [min 1, max 3] |" in md.read_text()
     with pytest.raises(FileNotFoundError, match="no results.json"):
         render.render(tmp_path / "nothing")
 
@@ -144,3 +150,98 @@ def test_band_curves_draws_each_band_and_marks_the_marked(tmp_path, monkeypatch)
     # a log axis cannot draw 0 or inf: they become gaps
     assert np.isnan(lines["b"].get_ydata()[[2, 3]]).all()
     assert len(drawn[0].axes[0].collections) == 2  # one band per curve
+
+
+def _tables(markdown_text):
+    """Every table of a Markdown text as parsed by markdown-it (CommonMark + GFM tables):
+    a list of rows, each a list of cell texts."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(markdown_text)
+    tables, row, cell = [], None, None
+    for token in tokens:
+        if token.type == "table_open":
+            tables.append([])
+        elif token.type == "tr_open":
+            row = []
+        elif token.type in ("th_open", "td_open"):
+            cell = ""
+        elif token.type == "inline" and cell is not None:
+            cell += html.unescape(token.content)  # the text a reader sees
+        elif token.type in ("th_close", "td_close"):
+            row.append(cell)
+            cell = None
+        elif token.type == "tr_close":
+            tables[-1].append(row)
+    return tables
+
+
+def test_report_md_is_valid_markdown_and_every_row_keeps_its_verdict(tmp_path):
+    card = _card("a", ["holds", "fails", "holds"], text="max |cost − ln 2| of claim {i} <b>")
+    folder, _ = runner.run_cards([card], seeds=3, out=tmp_path)
+    md, _ = render.render(folder)
+    tables = _tables(md.read_text())
+    assert len(tables) == 2  # the verdicts, the card's claims
+    verdicts, claims = tables
+    assert verdicts[0] == ["verdict", "claim", "headline", "seeds", "card"]
+    assert claims[0][-1] == "verdict"
+    for table in tables:
+        for row in table[1:]:
+            assert len(row) == len(table[0])
+        verdict_column = [row[table[0].index("verdict")] for row in table[1:]]
+        assert len(verdict_column) == 3
+        assert all(v.strip("*") in ("holds", "fails") for v in verdict_column)
+    # the first table ranks the failing claim first; every claim keeps its text whole
+    assert [row[0] for row in verdicts[1:]] == ["**fails**", "**holds**", "**holds**"]
+    assert verdicts[1][1] == "max |cost − ln 2| of claim 1 <b>"
+    assert verdicts[1][3] == "3 seeds (0–2)"
+
+
+def test_the_first_screen_lists_failing_claims_first_with_seeds_and_contents(tmp_path):
+    cards = [_card("a", ["holds", "holds"]), _card("b", ["holds", "fails"])]
+    folder, _ = runner.run_cards(cards, seeds=3, out=tmp_path)
+    page = render.html_report(folder).read_text()
+    first = page[page.index('<table id="verdicts">'):page.index("</table>")]
+    rows = first.split("<tr")[2:]  # after the header
+    assert len(rows) == 4
+    assert "fails" in rows[0] and all("holds" in r and "fails" not in r for r in rows[1:])
+    assert all("3 seeds (0–2)" in r for r in rows)
+    assert "headline 2" in first and "2 ± 0.8165" not in first  # the evidence waits below
+    nav = page[page.index("<nav>"):page.index("</nav>")]
+    assert 'href="#a"' in nav and 'href="#b"' in nav and "1 fails, 1 holds" in nav
+    assert page.index("<nav>") < page.index('<h2 id="a">')
+    assert "&lt;" not in _card("x", []).title  # (a sanity check of the helper)
+
+
+def test_seeds_text_names_the_seeds_and_replicas():
+    assert render.seeds_text({"seeds": [0, 1, 2], "replicas": 9}) == "3 seeds (0–2), 9 replicas"
+    assert render.seeds_text({"seeds": [0], "replicas": 1}) == "1 seed (0)"
+    assert render.seeds_text({"seeds": [0, 2], "replicas": 2}) == "2 seeds (0, 2)"
+    assert render.seeds_text({"seeds": []}) == ""
+
+
+def test_runs_lists_every_run_and_compare_shows_what_changed(tmp_path, capsys):
+    from initlab.cli import main
+    from initlab.report import runs
+
+    first, _ = runner.run_cards([_card("a", ["holds", "holds"])], seeds=2, out=tmp_path)
+    second, _ = runner.run_cards([_card("a", ["holds", "fails"]), _card("b", ["holds"])],
+                                 seeds=3, out=tmp_path)
+    assert runs.find(tmp_path) == [first, second]
+    row = runs.summary(second)
+    assert row["cards"] == ["a", "b"] and row["counts"] == {"fails": 1, "not run": 0,
+                                                           "holds": 2}
+    assert row["seeds"] == 3 and row["size"] == "default"
+    changed = runs.compare(first, second)
+    assert [r["id"] for r in changed] == ["a.1", "b.0"]  # a.0 is the same in both
+    assert changed[0]["a"]["verdict"] == "holds" and changed[0]["b"]["verdict"] == "fails"
+    assert changed[1]["a"] is None  # only the second run has card b
+    assert runs.compare(first, first) == []
+    assert main(["runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert first.name in out and second.name in out and "2 run(s)" in out
+    assert main(["compare", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert "a.1" in out and "b.0" in out and "a.0" not in out and "2 claim(s) differ" in out
+    assert main(["runs", str(tmp_path / "nowhere")]) == 2
+    assert "no folder" in capsys.readouterr().out

@@ -49,7 +49,7 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
     from initlab.experiments.runner import run_cards
     from initlab.report.render import render
 
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1; got --seeds {args.seeds}")
     columns = (TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -66,21 +66,25 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
 
         try:
             options = {"depth": args.depth} if args.depth else {}
-            folder, results = run_cards(cards, seeds=range(args.seeds), out=args.out,
+            folder, results = run_cards(cards, seeds=args.seeds, out=args.out,
                                         size=args.size, data=args.data, on_card=on_card,
                                         options=options)
         finally:
             for task in previous:
                 progress.update(task, completed=1.0)
     _, index = render(folder)
-    table = Table(title=f"claims checked over {args.seeds} seeds")
-    for column in ("claim", "source printed", "measured", "verdict"):
+    from initlab.report.render import VERDICTS, seeds_text
+
+    table = Table(title="claims of the sources, failing first (evidence: the report)")
+    for column in ("verdict", "claim", "headline", "seeds"):
         table.add_column(column, overflow="fold")
     colors = {"holds": "green", "fails": "red", "not run": "dim"}
-    for result in results:
-        for claim in result.claims:
-            table.add_row(escape(claim.claim), escape(claim.source_printed),
-                          escape(claim.measured), f"[{colors[claim.verdict]}]{claim.verdict}[/]")
+    claims = sorted((c for r in results for c in r.claims),
+                    key=lambda c: VERDICTS.index(c.verdict))
+    for claim in claims:
+        table.add_row(f"[{colors[claim.verdict]}]{claim.verdict}[/]", escape(claim.claim),
+                      escape(claim.headline or claim.measured),
+                      seeds_text({"seeds": claim.seeds, "replicas": claim.replicas}))
     console.print(table)
     seconds = sum(r.seconds for r in results)
     finished = sum(1 for r in results if any(c.verdict != "not run" for c in r.claims))
@@ -129,6 +133,51 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
     md, index = render(args.run_dir)
     console.print(f"wrote {md}\nwrote {index}")
+    return 0
+
+
+def _runs(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from initlab.report import runs
+
+    folders = runs.find(args.dir)
+    table = Table(title=f"runs under {args.dir}")
+    for column in ("run", "started", "cards", "verdicts", "size", "seeds", "time"):
+        table.add_column(column, no_wrap=column in ("run", "started"))
+    for folder in folders:
+        row = runs.summary(folder)
+        cards = row["cards"]
+        verdicts = ", ".join(f"{n} {v}" for v, n in row["counts"].items() if n)
+        table.add_row(escape(str(folder.relative_to(Path(args.dir)))), row["started"],
+                      escape(", ".join(cards) if len(cards) < 4 else f"{len(cards)} cards"),
+                      verdicts, row["size"], str(row["seeds"]),
+                      f"{row['seconds']:.0f} s" + (" (interrupted)" if row["interrupted"]
+                                                   else ""))
+    console.print(table)
+    console.print(f"{len(folders)} run(s)")
+    return 0
+
+
+def _compare(args: argparse.Namespace, console: Console) -> int:
+    from initlab.report import runs
+
+    rows = runs.compare(args.run_a, args.run_b)
+    table = Table(title=f"claims that differ: A = {args.run_a}, B = {args.run_b}")
+    for column in ("claim", "A", "B"):
+        table.add_column(column, overflow="fold")
+    colors = {"holds": "green", "fails": "red", "not run": "dim"}
+
+    def side(entry) -> str:
+        if entry is None:
+            return "[dim](not in this run)[/]"
+        return f"[{colors.get(entry['verdict'], 'dim')}]{entry['verdict']}[/]: " \
+               f"{escape(entry['headline'])}"
+    for row in rows:
+        table.add_row(f"{escape(row['id'])}\n{escape(row['claim'])}", side(row["a"]),
+                      side(row["b"]))
+    console.print(table)
+    console.print(f"{len(rows)} claim(s) differ in verdict or headline")
     return 0
 
 
@@ -308,8 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_list)
 
     def run_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--seeds", type=int, default=10,
-                         help="seeds per variant (default 10); numbers are mean ± std over them")
+        sub.add_argument("--seeds", type=int, default=None,
+                         help="seeds 0 ... N-1 for every variant (default: each card's own "
+                              "for its size; a card that cannot run N refuses and says its "
+                              "maximum); the report shows the seeds beside every claim")
         sub.add_argument("--out", default="runs",
                          help="folder for run folders (default ./runs); a run never "
                               "overwrites another")
@@ -317,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="image data: a folder of MNIST-format IDX files (gzipped or "
                               "not), 'fashion-mnist' or 'digits' (default: Fashion-MNIST "
                               "where Debian's package is installed, else digits)")
-        sub.add_argument("--size", choices=("default", "tiny"), default="default",
-                         help="'tiny' runs every card in seconds, for a smoke test")
+        sub.add_argument("--size", choices=("tiny", "default", "full"), default="default",
+                         help="'tiny' runs every card in seconds, for a smoke test; 'full' "
+                              "runs more seeds and longer budgets")
         sub.add_argument("--depth", type=int, default=None,
                          help="fixup card: also run residual networks of this many blocks "
                               "(e.g. 10000)")
@@ -342,6 +394,22 @@ def build_parser() -> argparse.ArgumentParser:
                                              "folder's saved files (no training).")
     report.add_argument("run_dir", help="a run folder (holds results.json)")
     report.set_defaults(run=_report)
+
+    listing_runs = commands.add_parser(
+        "runs", help="list the runs under a folder",
+        description="List the run folders under DIR (default ./runs): when each started, its "
+                    "cards, verdict counts, size, seeds and duration.")
+    listing_runs.add_argument("dir", nargs="?", default="runs",
+                              help="folder to search (default ./runs)")
+    listing_runs.set_defaults(run=_runs)
+
+    comparing = commands.add_parser(
+        "compare", help="the claims whose verdict or headline changed between two runs",
+        description="Compare two run folders claim by claim and show, side by side, every "
+                    "claim whose verdict or headline number differs (or that one run lacks).")
+    comparing.add_argument("run_a", help="a run folder (holds results.json)")
+    comparing.add_argument("run_b", help="another run folder")
+    comparing.set_defaults(run=_compare)
 
     grad = commands.add_parser(
         "gradcheck", help="check back-propagation against finite differences",

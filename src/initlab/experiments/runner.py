@@ -54,6 +54,7 @@ class CardResult:
     figures: list[str] = field(default_factory=list)  # paths relative to the run folder
     notes: list[str] = field(default_factory=list)
     data: str = ""  # what data the card used, in words
+    images: str = ""  # the image data it loaded, where the run chose it (--data)
     seconds: float = 0.0
     summary: str = ""  # the source's claim in one sentence (the card's CLAIM)
     why: str = ""  # two or three sentences on why (the card's WHY)
@@ -170,7 +171,8 @@ def run_card(card: Card[Any], folder: Path, *, size: Size = "default", seeds: in
         figures.append(str(path.relative_to(folder)))
     progress(1.0)
     return CardResult(card.name, card.title, claims, tables, figures, card.notes_fn(measured),
-                      data=run.data_used or card.data, summary=card.summary, why=card.why)
+                      data=run.data_used or card.data, images=run.data_used,
+                      summary=card.summary, why=card.why)
 
 
 def _judge(spec: ClaimSpec, measured: Any, run: Run) -> Claim:
@@ -243,6 +245,8 @@ def run_cards(cards: Sequence[Any], *, seeds: int | Sequence[int] | None = None,
                 _write_table(folder / "tables" / f"{result.name}-{name}.csv", rows)
         if result.data:
             data_info[result.name] = result.data
+        if result.images:
+            data_info.setdefault("images", result.images)
         results.append(result)
         _write_results(folder, seed_list, data_info, results, cards, interrupted)
     _write_results(folder, seed_list, data_info, results, cards, interrupted)
