@@ -20,7 +20,8 @@ from initlab.probes import (
     summarize,
 )
 
-COLUMNS = {"step", "replica", "layer", "units", "act_mean", "act_std", "act_min", "act_max",
+COLUMNS = {"step", "replica", "layer", "units", "pre_mean", "pre_std", "pre_min", "pre_max",
+           "act_mean", "act_std", "act_min", "act_max",
            "dead_fraction", "nonfinite_fraction", "saturated_fraction", "distinct_units", "rank",
            "grad_std", "weight_std", "weight_grad_std", "grad_weight_ratio", "awake",
            "update_ratio"}
@@ -412,3 +413,50 @@ def test_probe_as_a_bare_callback_attaches_itself_for_the_fit():
         model.fit(X, y, epochs=2, learning_rate=0.1, callbacks=[probe])
     assert len(probe.table) == len(table) + 2 * 2
     assert not model.hooked
+
+
+# --- the one schema: pre-activation and activation, overflow-safe, arrays -------------------
+
+def test_layer_statistics_read_both_z_and_phi_z_and_survive_huge_finite_values():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2, 50, 4)) * np.array([1e200, 1e-200])[:, None, None]
+    stats = layer_statistics(np.maximum(z, 0), "relu", z)
+    expected = [np.std(z[r] / abs(z[r]).max()) * abs(z[r]).max() for r in range(2)]
+    np.testing.assert_allclose(stats["pre_std"], expected, rtol=1e-12)
+    assert np.all(np.isfinite(stats["act_std"])) and np.all(stats["act_std"] > 0)
+    assert 1e199 < stats["act_std"][0] < 1e201 and 1e-201 < stats["act_std"][1] < 1e-199
+    # a plain np.std overflows on the first replica: the case this guards against
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.std(z[0]))
+    none = layer_statistics(np.maximum(z, 0), "relu")
+    assert np.all(np.isnan(none["pre_std"])) and np.all(np.isfinite(none["act_std"]))
+
+
+def test_probe_records_pre_activations_and_a_forward_pass_without_a_loss(moons):
+    X, _ = moons
+    model = _small(replicas=2)
+    probe = Probe(model)
+    table = probe.record(X)  # no y: no loss, no backward
+    assert len(table) == 2 * len(model.layers)
+    assert np.all(np.isnan(table.column("grad_std")))
+    model.forward(model.prepare(X)[0])
+    for i, trace in enumerate(model.traces):
+        for r in range(2):
+            row = table.where(layer=i, replica=r).rows[0]
+            assert row["pre_std"] == pytest.approx(np.std(trace.z[r]), rel=1e-12)
+            assert row["act_std"] == pytest.approx(np.std(trace.a[r]), rel=1e-12)
+
+
+def test_table_array_is_layers_by_replicas_and_refuses_ambiguous_cells(moons):
+    X, y = moons
+    model = _small(replicas=3)
+    with Probe(model, every=2) as probe:
+        model.fit(X, y, epochs=3, learning_rate=0.1)
+    table = probe.table
+    grid = table.array("act_std", step=2)
+    assert grid.shape == (len(model.layers), 3)
+    assert grid[1, 2] == table.where(step=2, layer=1, replica=2).rows[0]["act_std"]
+    with pytest.raises(ValueError, match="step="):
+        table.array("act_std")  # steps 0 and 2 share every cell
+    with pytest.raises(ValueError, match="no rows"):
+        table.array("act_std", step=99)

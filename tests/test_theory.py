@@ -116,3 +116,16 @@ def test_prediction_matches_a_wide_network_layer_by_layer(activation, sigma_w, s
     wrong = theory.activation_std(activation,
                                   theory.propagate(activation, 0.8 * sigma_w, sigma_b, q0, 20))
     assert np.max(np.abs(measured.mean(axis=1) / wrong - 1)) > 0.2
+
+
+def test_propagate_takes_one_sigma_w_per_layer_and_zero_layers():
+    from initlab import theory
+
+    same = theory.propagate("tanh", 1.5, 0.1, 2.0, 4)
+    np.testing.assert_allclose(theory.propagate("tanh", [1.5] * 4, 0.1, 2.0), same, rtol=1e-15)
+    mixed = theory.propagate("tanh", [1.0, 2.0, 0.0, 1.0], 0.1, 2.0)
+    assert mixed[0] == pytest.approx(1.0 * 2.0 + 0.01)
+    assert mixed[1] == pytest.approx(theory.variance_map("tanh", mixed[0], 2.0, 0.1))
+    assert mixed[2] == pytest.approx(0.01)  # all-zero weights: only the bias remains
+    with pytest.raises(ValueError, match="depth=3 but 4"):
+        theory.propagate("tanh", [1.0] * 4, 0.0, 1.0, 3)

@@ -112,7 +112,12 @@ def test_probe_records_every_layer_and_its_gradients():
     assert len(table) == 3 and list(table.column("units")) == [16, 32, 10]
     first = table.where(layer=0).rows[0]
     out = model[0](X).detach().numpy()
-    assert first["act_std"] == pytest.approx(out.std(), rel=1e-12)
+    assert first["pre_std"] == pytest.approx(out.std(), rel=1e-12)
+    after = model[1](model[0](X)).detach().numpy()  # the ReLU that follows it
+    assert isinstance(model[1], nn.ReLU)
+    assert first["act_std"] == pytest.approx(after.std(), rel=1e-12)
+    assert first["dead_fraction"] == pytest.approx(
+        np.mean(np.all(np.moveaxis(after, 1, -1).reshape(-1, 16) == 0, axis=0)), abs=1e-12)
     assert np.all(np.isfinite(table.column("grad_std")))
     assert table.rows[1]["weight_grad_std"] == pytest.approx(  # population std, as the engine
         model[2].weight.grad.std(correction=0).item(), rel=1e-12)

@@ -129,7 +129,5 @@ def predicted_std(model: Sequential, activation: str, X: np.ndarray) -> np.ndarr
     sigma_w = [math.sqrt(float(layer.fan_in or 0)
                          * float(np.mean(layer.params[str(layer.weight_key)] ** 2)))
                for layer in hidden]
-    q = [sigma_w[0] ** 2 * float(np.mean(X**2))]
-    for s in sigma_w[1:]:
-        q.append(theory.variance_map(activation, q[-1], s) if s > 0 else 0.0)
+    q = theory.propagate(activation, sigma_w, 0.0, float(np.mean(X**2)))
     return np.array([theory.activation_std(activation, qi)[0] if qi > 0 else 0.0 for qi in q])

@@ -56,6 +56,25 @@ class Table:
     def where(self, **equal: Any) -> Table:
         return Table(r for r in self.rows if all(r[k] == v for k, v in equal.items()))
 
+    def array(self, column: str, *, rows: str = "layer", cols: str = "replica",
+              **where: Any) -> np.ndarray:
+        """One column as a 2-D array, by default (layers x replicas), of the rows matching
+        ``where`` (e.g. ``array("act_std", step=0)``); NaN where a cell has no row."""
+        table = self.where(**where) if where else self
+        if not table.rows:
+            raise ValueError(f"no rows match {where}")
+        values = table.column(column)
+        r_keys, r_at = np.unique(table.column(rows), return_inverse=True)
+        c_keys, c_at = np.unique(table.column(cols), return_inverse=True)
+        if len(set(zip(r_at.tolist(), c_at.tolist(), strict=True))) < len(table.rows):
+            others = sorted({k for k in table.columns if k not in (rows, cols, column)
+                             and len({row[k] for row in table.rows}) > 1} & {"step"})
+            raise ValueError(f"several rows per ({rows}, {cols}) cell; select one with "
+                             f"{', '.join(f'{k}=' for k in others) or 'where='}")
+        out = np.full((len(r_keys), len(c_keys)), np.nan)
+        out[r_at, c_at] = values.astype(float)
+        return out
+
     def to_pandas(self):
         import pandas as pd  # optional: only this method needs it
 
@@ -102,22 +121,47 @@ def distinct_units(W: np.ndarray, b: np.ndarray | None = None, rtol: float = 1e-
     return len(reps)
 
 
-def layer_statistics(a: np.ndarray, activation: str) -> dict[str, np.ndarray]:
-    """Per-replica statistics of a layer output (R, n, units), computed in float64 (in float32
-    the squares of values near 1e-25 underflow and a live layer would read std 0)."""
+def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-replica mean and std of x (R, ...) over its finite entries, in float64 and safe from
+    overflow: each replica is scaled by its largest magnitude first, so finite values near
+    1e200 give a finite std (their squares would overflow) and values near 1e-200 a non-zero
+    one (theirs would underflow). NaN for a replica with no finite entry."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    clean = np.where(np.isfinite(x), x, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicas: NaN
+        scale = np.nanmax(np.abs(clean), axis=1)
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)[:, None]
+        unit = clean / scale
+        return np.nanmean(unit, axis=1) * scale[:, 0], np.nanstd(unit, axis=1) * scale[:, 0]
+
+
+def _extremes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    clean = np.where(np.isfinite(x), x, np.nan).reshape(len(x), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmin(clean, axis=1), np.nanmax(clean, axis=1)
+
+
+def layer_statistics(a: np.ndarray, activation: str,
+                     z: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-replica statistics of a layer: of its output a = phi(z) (R, n, units), ``act_*``,
+    and of its pre-activation z, ``pre_*`` (NaN when z is not given). Float64 and
+    overflow-safe (:func:`moments`)."""
     a = np.asarray(a, dtype=np.float64)
     finite = np.isfinite(a)
-    clean = np.where(finite, a, np.nan)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a replica with no finite value: NaN
-        stats = {
-            "act_mean": np.nanmean(clean, axis=(1, 2)),
-            "act_std": np.nanstd(clean, axis=(1, 2)),
-            "act_min": np.nanmin(clean, axis=(1, 2)) if finite.any() else np.full(len(a), np.nan),
-            "act_max": np.nanmax(clean, axis=(1, 2)) if finite.any() else np.full(len(a), np.nan),
-            "dead_fraction": np.mean(np.all(a == 0, axis=1), axis=1),
-            "nonfinite_fraction": 1.0 - np.mean(finite, axis=(1, 2)),
-        }
+    stats: dict[str, np.ndarray] = {}
+    for prefix, x in (("pre", z), ("act", a)):
+        if x is None:
+            stats.update({f"{prefix}_{k}": np.full(len(a), np.nan)
+                          for k in ("mean", "std", "min", "max")})
+            continue
+        mean, std = moments(x)
+        lo, hi = _extremes(np.asarray(x, dtype=np.float64))
+        stats.update({f"{prefix}_mean": mean, f"{prefix}_std": std, f"{prefix}_min": lo,
+                      f"{prefix}_max": hi})
+    stats["dead_fraction"] = np.mean(np.all(a == 0, axis=1), axis=1)
+    stats["nonfinite_fraction"] = 1.0 - np.mean(finite, axis=(1, 2))
     lo_hi = SATURATION.get(activation)
     stats["saturated_fraction"] = (np.mean((a <= lo_hi[0]) | (a >= lo_hi[1]), axis=(1, 2))
                                    if lo_hi else np.full(len(a), np.nan))
@@ -125,8 +169,7 @@ def layer_statistics(a: np.ndarray, activation: str) -> dict[str, np.ndarray]:
 
 
 def _std(x: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.std(x.reshape(len(x), -1), axis=1, dtype=np.float64)
+    return moments(x)[1]
 
 
 class Probe:
@@ -192,13 +235,17 @@ class Probe:
             self._before = None
         self._flush()
 
-    def record(self, X: Any, y: Any) -> Table:
-        """One forward and backward pass on a probe batch, recorded at the current epoch."""
+    def record(self, X: Any, y: Any = None) -> Table:
+        """One forward and backward pass on a probe batch, recorded at the current epoch; with
+        no ``y``, the forward pass alone (the gradient columns are NaN)."""
         self._flush()
         self._force = True
         try:
             with self:
-                self.model.compute_gradients(X, y)
+                if y is None:
+                    self.model.forward(self.model.prepare(X)[0])
+                else:
+                    self.model.compute_gradients(X, y)
         finally:
             self._force = False
         return self.table
@@ -213,7 +260,7 @@ class Probe:
             return  # not a recorded epoch, or a later pass (minibatch) of the recorded one
         self._step = epoch
         a = trace.out
-        stats = layer_statistics(a, layer.activation.name)
+        stats = layer_statistics(a, layer.activation.name, trace.z)
         units = layer.unit_params() if self.symmetry else None
         if units is not None:  # a layer whose units have their own parameters
             stats["distinct_units"] = np.array([distinct_units(T(units[r]))

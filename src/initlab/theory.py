@@ -21,7 +21,7 @@ on the kink at 0 and ReLU's moments come out exact by symmetry.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 
 import numpy as np
@@ -88,14 +88,24 @@ def variance_map(activation: str | Phi, q: float, sigma_w: float, sigma_b: float
     return sigma_w**2 * _expect(lambda z: phi(math.sqrt(q) * z) ** 2) + sigma_b**2
 
 
-def propagate(activation: str | Phi, sigma_w: float, sigma_b: float, q0: float,
-              depth: int) -> np.ndarray:
+def propagate(activation: str | Phi, sigma_w: float | Sequence[float], sigma_b: float,
+              q0: float, depth: int | None = None) -> np.ndarray:
     """q_1 ... q_depth: pre-activation variances of a depth-layer network whose input has
-    mean square q0 (so q_1 = sigma_w^2 q0 + sigma_b^2, the first layer being linear in x)."""
-    sigma_w, sigma_b = _check(sigma_w, sigma_b)
-    q = [sigma_w**2 * q0 + sigma_b**2]
-    for _ in range(depth - 1):
-        q.append(variance_map(activation, q[-1], sigma_w, sigma_b))
+    mean square q0 (so q_1 = sigma_w^2 q0 + sigma_b^2, the first layer being linear in x).
+    ``sigma_w`` is one value for every layer, or one per layer (then depth is its length);
+    a layer of sigma_w = 0 (all-zero weights) passes on q = sigma_b^2.
+
+    This is the one mean-field recursion of initlab: inspect and the cards call it."""
+    scales = ([float(s) for s in sigma_w] if isinstance(sigma_w, Sequence | np.ndarray)
+              else [float(sigma_w)] * int(depth or 0))
+    if depth is not None and len(scales) != depth:
+        raise ValueError(f"depth={depth} but {len(scales)} values of sigma_w")
+    for s in scales:
+        check_positive("sigma_w", s, allow_zero=True)
+    sigma_b = check_positive("sigma_b", sigma_b, allow_zero=True)
+    q = [scales[0] ** 2 * q0 + sigma_b**2] if scales else []
+    for s in scales[1:]:
+        q.append(variance_map(activation, q[-1], s, sigma_b) if s > 0 else sigma_b**2)
     return np.array(q)
 
 

@@ -14,8 +14,10 @@ from initlab.nn import activations
 from initlab.probes import HIST_EDGES, Table, distinct_units, layer_statistics
 from initlab.torch.layout import Layer, layers, unit_weights
 
-# activation modules whose saturation the engine defines (initlab.probes.SATURATION)
-SATURATING: dict[type, str] = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+# activation modules the engine computes exactly alike: a layer's act_* columns read phi(z)
+# where one of them follows it (saturation: initlab.probes.SATURATION, tanh and sigmoid)
+FOLLOWING: dict[type, str] = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
+                              nn.SiLU: "silu"}
 # the engine's gradient columns, in its order, after the activation and symmetry statistics
 GRADIENT_COLUMNS = ("grad_std", "weight_std", "weight_grad_std", "grad_weight_ratio", "awake",
                     "update_ratio")
@@ -48,12 +50,14 @@ class Probe:
     Where the definitions differ from the engine's, because a torch layer's output is its
     pre-activation z (the engine's layer output is phi(z)):
 
-    - ``act_*``, ``dead_fraction``, ``nonfinite_fraction``, ``rank`` and the histograms read z.
-    - ``saturated_fraction`` is the engine's rule (:data:`initlab.probes.SATURATION`) on
-      phi(z), where phi is the module applied right after the layer: the next module of a
-      plain ``nn.Sequential`` when it is ``nn.Tanh`` or ``nn.Sigmoid``. NaN otherwise: the
-      engine has no saturation rule for other activations either, and outside a Sequential
-      the order modules were registered in does not say which activation reads the output.
+    - ``pre_*``, ``rank`` and the histograms read z.
+    - ``act_*``, ``dead_fraction``, ``nonfinite_fraction`` and ``saturated_fraction`` (the
+      engine's rule, :data:`initlab.probes.SATURATION`) read phi(z), where phi is the module
+      applied right after the layer: the next module of a plain ``nn.Sequential`` when it is
+      ``nn.ReLU``, ``nn.Tanh``, ``nn.Sigmoid`` or ``nn.SiLU`` (:data:`FOLLOWING`). Otherwise
+      they read z, as the engine's layer with a linear activation (outside a Sequential the
+      order modules were registered in does not say which activation reads the output), and
+      ``saturated_fraction`` is NaN.
     - ``distinct_units``: :func:`initlab.probes.distinct_units` of :func:`unit_weights`, each
       output channel's incoming weights and bias.
     - ``grad_std``: the gradient at z; ``weight_grad_std`` and ``awake`` (that gradient not all
@@ -88,7 +92,7 @@ class Probe:
             raise ValueError(f"module has no Linear or convolution layer to probe: "
                              f"{type(module).__name__}")
         after = _following(module)
-        self.activations = [SATURATING.get(type(after.get(id(layer)))) for _, layer in self.layers]
+        self.activations = [FOLLOWING.get(type(after.get(id(layer)))) for _, layer in self.layers]
         self.symmetry, self.keep_histograms = symmetry, histograms
         # found once: threadpool_limits() looks the BLAS libraries up again on every call
         self._blas = ThreadpoolController() if symmetry else None
@@ -127,12 +131,10 @@ class Probe:
         def hook(layer, inputs, output):
             if i == 0 and self._pending:
                 self._flush()
-            a = self._units_last(output)
-            stats = layer_statistics(a, "linear")
+            a = self._units_last(output)  # the layer's output: its pre-activation z
             phi = self.activations[i]
-            if phi is not None:
-                stats["saturated_fraction"] = layer_statistics(
-                    activations.get(phi)(a), phi)["saturated_fraction"]
+            stats = (layer_statistics(a, "linear", a) if phi is None
+                     else layer_statistics(activations.get(phi)(a), phi, a))
             if self.keep_histograms:  # as the engine's Probe counts: (replica, bins)
                 self._pending_counts[i] = np.histogram(np.nan_to_num(a[0]), HIST_EDGES)[0][None]
             row = self._pending[i] = {k: float(v[0]) for k, v in stats.items()}
