@@ -10,6 +10,7 @@ import numpy as np
 
 from initlab import data, schemes
 from initlab.experiments import deep_linear, depth, logistic, runner
+from initlab.experiments.card import Run, Variant
 from initlab.nn import Dense, Sequential
 
 VERDICTS = {"holds", "fails"}
@@ -44,11 +45,14 @@ def test_deep_linear_identity_is_exact(tmp_path):
     assert verdicts["E3.identity-gradient"] == "holds"
 
 
-def test_deep_linear_wrong_gains_fail(tmp_path, monkeypatch):
-    # 1.4 I where the claim says 1.5 I, and n Var(W) = 1.44 where it says g = 1
-    monkeypatch.setitem(deep_linear.IDENTITY, "1.5 I", (1.5, {"name": "identity", "gain": 1.4}))
-    monkeypatch.setitem(deep_linear.GAINS, "g=1.0", (1.0, deep_linear._scaled(1.2)))
-    verdicts = _run(deep_linear, tmp_path)
+def test_deep_linear_wrong_gains_fail(tmp_path):
+    # the control: 1.4 I where the claim says 1.5 I, and n Var(W) = 1.44 where it says g = 1
+    identity_14 = [{"name": "identity", "gain": 1.4}] * 9 + [None]
+    assert deep_linear.card.control.variants == {
+        "1.5 I": Variant(identity_14), "g=1.0": Variant(deep_linear._scaled(1.2))}
+    assert not deep_linear.card.control.config
+    assert deep_linear.IDENTITY["1.5 I"] == 1.5 and deep_linear.GAINS["g=1.0"] == 1.0
+    verdicts = _run(deep_linear, tmp_path, control=True)
     assert verdicts["E3.identity-explodes"] == "fails"
     assert verdicts["E3.identity-vanishes"] == "holds"
     assert verdicts["E3.identity-gradient"] == "fails"
@@ -63,27 +67,41 @@ def test_depth_overflow_underflow_and_data(tmp_path):
     assert verdicts["E4.tiny-underflow"] == "holds"
 
 
-def test_depth_wrong_variants_fail(tmp_path, monkeypatch):
-    # each variant swapped for one that must break its claim; "xavier" gets std 2 / sqrt(n_in)
+def test_depth_wrong_variants_fail(tmp_path):
+    # the control: each variant swapped for one that must break its claim; "linear xavier"
+    # gets std 2 / sqrt(n_in); the context variants stay on the context seeds
     doubled = {"name": "variance_scaling", "scale": 4.0, "mode": "fan_in",
                "distribution": "normal"}
-    for name, init in {"naive": "lecun_normal", "tiny": "lecun_normal", "xavier": doubled,
-                       "orthogonal": "lecun_normal"}.items():
-        monkeypatch.setitem(depth.LINEAR, name, init)
-    # the ReLU Xavier no longer has the linear one's init: it must draw its own, not share
-    monkeypatch.setitem(depth.RELU, "xavier", "he_normal")
-    monkeypatch.setitem(depth.RELU, "kaiming", "lecun_normal")
-    # "LSUV" that leaves its orthonormal start alone; "ZerO" left at He, a draw per seed
-    monkeypatch.setitem(depth.SCHEMES, "lsuv", lambda model, X: schemes.LSUVResult(
-        np.ones((len(model.layers), model.replicas), bool), np.zeros(len(model.layers), int),
-        np.ones((len(model.layers), model.replicas))))
-    monkeypatch.setitem(depth.SCHEMES, "zero", lambda model, X: model)
-    monkeypatch.setitem(depth.RELU, "zero", "he_normal")
-    verdicts = _run(depth, tmp_path)
+    assert depth.card.control.variants == {
+        "linear naive": Variant("lecun_normal"), "linear tiny": Variant("lecun_normal"),
+        "linear xavier": Variant(doubled),
+        "linear orthogonal": Variant("lecun_normal", context=True),
+        # the ReLU Xavier no longer has the linear one's init: it must draw its own, not share
+        "relu xavier": Variant("he_normal"), "relu kaiming": Variant("lecun_normal"),
+        # "LSUV" that leaves its orthonormal start alone (no scheme); "ZerO" left at He, a
+        # draw per seed, and no scheme
+        "relu lsuv": Variant("orthogonal", context=True), "relu zero": Variant("he_normal")}
+    assert not depth.card.control.config
+    assert set(depth.card.control.variants) == set(depth.card.variants), "every variant"
+    verdicts = _run(depth, tmp_path, control=True)
     assert verdicts["E4.standardized"] == "holds"
     for claim in ("naive-overflow", "tiny-underflow", "xavier-linear", "relu-xavier-halves",
                   "relu-kaiming", "orthogonal-isometry", "lsuv-unit", "zero-identity"):
         assert verdicts[f"E4.{claim}"] == "fails", claim
+
+
+def test_depth_measures_lsuv_rather_than_trusting_its_report(tmp_path, monkeypatch):
+    # "LSUV" that leaves its orthonormal start alone yet reports success: the card recomputes
+    # the pre-activation std, so the claim must fail
+    def reports_success(model, X):
+        return schemes.LSUVResult(np.ones((len(model.layers), model.replicas), bool),
+                                  np.zeros(len(model.layers), int),
+                                  np.ones((len(model.layers), model.replicas)))
+
+    monkeypatch.setitem(depth.card.variants, "relu lsuv",
+                        Variant("orthogonal", scheme=reports_success, context=True))
+    verdicts = _run(depth, tmp_path)
+    assert verdicts["E4.lsuv-unit"] == "fails"
 
 
 def _batches(seeds: list[int], size: int) -> dict[int, np.ndarray]:
@@ -119,7 +137,7 @@ def test_depth_context_variants_match_a_recomputation(tmp_path):
     # orthogonal, LSUV and ZerO, each rebuilt stand-alone for each seed and pushed through
     # the stack by hand: the card's table and verdicts must agree with that
     seeds = [0, 1]
-    folder, (result,) = runner.run_cards([depth], seeds=seeds, out=tmp_path, size="tiny")
+    folder, (result,) = runner.run_cards([depth.card], seeds=seeds, out=tmp_path, size="tiny")
     verdicts = {c.id: c.verdict for c in result.claims}
     rows = {(r["variant"], r["layer"]): r for r in result.tables["layers"]}
     assert {v for v, _ in rows} >= {"linear orthogonal", "relu lsuv", "relu zero"}
@@ -155,21 +173,24 @@ def test_depth_context_variants_match_a_recomputation(tmp_path):
     assert verdicts["E4.zero-identity"] == "holds"
 
 
-def test_depth_relu_xavier_shares_the_linear_draws_exactly(tmp_path):
-    # drawn once for both stacks: the ReLU Xavier stack must be the one it would draw itself
-    split = data.image_data(None, limit=1000)
-    X, X_val, _ = data.standardize(split.X_train, split.X_test)
-    split = data.Split(X, split.y_train, X_val, split.y_test, split.name, split.source)
-    size = {"width": 64, "depth": 100, "batch": 16}
-    seeds_of = {"xavier": [0, 1]}
-    linear = depth._probe("linear", {"xavier": "lecun_normal"}, seeds_of, split, size,
-                          keep=("xavier",))
-    shared = depth._probe("relu", {"xavier": "lecun_normal"}, seeds_of, split, size,
-                          start={"xavier": linear["kept"]["xavier"]})
-    drawn = depth._probe("relu", {"xavier": "lecun_normal"}, seeds_of, split, size)
-    for key in ("std", "mean"):
-        np.testing.assert_array_equal(shared["act"][key], drawn["act"][key])
-    np.testing.assert_array_equal(shared["grad"], drawn["grad"])
+def test_depth_relu_xavier_shares_the_linear_draws_exactly(monkeypatch):
+    # drawn once for both stacks: the ReLU Xavier stack (and LSUV's orthonormal start) must be
+    # the one it would draw itself
+    card = depth.card
+
+    def measure() -> depth.Measured:
+        return depth.measure(Run(card, card.config("tiny"), dict(card.variants)))
+
+    shared = measure()
+    assert shared.shared == {"relu xavier": "linear xavier", "relu lsuv": "linear orthogonal"}
+    monkeypatch.setattr(depth, "SHARED", {})
+    drawn = measure()
+    assert drawn.shared == {}
+    assert shared.relu.labels == drawn.relu.labels
+    for name in ("relu xavier", "relu lsuv"):
+        assert set(s for n, s in shared.relu.labels if n == name) == {0, 1}
+        for key in ("std", "mean", "grad", "pre_std"):
+            np.testing.assert_array_equal(shared.of(name, key), drawn.of(name, key))
 
 
 def test_logistic_zero_and_random_init_agree(tmp_path):

@@ -86,10 +86,10 @@ def test_bias_only_card_wakes_one_layer_per_iteration(tmp_path):
     assert verdicts["E5.slower"] == "holds"
 
 
-def test_bias_only_awake_claim_fails_with_random_weights(tmp_path, monkeypatch):
-    # small random weights everywhere: every layer has a gradient at iteration 1
-    monkeypatch.setitem(bias_only.VARIANTS, "zeros", {"name": "normal", "std": 1e-3})
-    _, verdicts = _run(bias_only, tmp_path)
+def test_bias_only_awake_claim_fails_with_random_weights(tmp_path):
+    # the control, small random weights everywhere: every layer has a gradient at iteration 1
+    assert bias_only.card.control.variants["zeros"].init == {"name": "normal", "std": 1e-3}
+    _, verdicts = _run(bias_only, tmp_path, control=True)
     assert verdicts["E5.awake"] == "fails"
     assert verdicts["E5.ones-awake"] == "holds"
 
@@ -110,8 +110,17 @@ def test_gradcheck_card_fails_on_a_broken_backward(tmp_path, monkeypatch):
     assert verdicts["E8.all-match"] == "fails"
 
 
-@pytest.mark.parametrize("card", [bias_only, gradcheck])
-def test_card_interface(card):
-    assert card.NAME and card.TITLE and card.CLAIM and card.WHY
-    assert all(len(c) == 3 and all(isinstance(x, str) and x for x in c) for c in card.CLAIMS)
-    assert callable(card.run)
+def test_gradcheck_card_fails_on_a_coarse_difference_step(tmp_path):
+    # the control, a step of 0.1: the O(h^2) truncation error breaks the 1e-6 tolerance
+    assert gradcheck.card.control.config == {"eps": 1e-1}
+    assert gradcheck.card.sizes["tiny"].eps == 1e-6  # the card's own step is the fine one
+    entry, verdicts = _run(gradcheck, tmp_path, control=True)
+    assert verdicts["E8.all-match"] == "fails"
+    assert "8 combinations x 2 seeds" in entry["claims"][0]["measured"]
+
+
+def test_gradcheck_card_runs_at_most_three_seeds(tmp_path):
+    # the seed only draws the data and weights: more seeds are refused, not silently cut
+    assert gradcheck.card.sizes["default"].seeds == gradcheck.card.max_seeds == 3
+    with pytest.raises(ValueError, match="at most 3 seeds; got seeds=4"):
+        runner.run_cards([gradcheck.card], seeds=4, out=tmp_path)

@@ -92,10 +92,10 @@ def test_an_interrupted_reproduce_says_so_and_exits_130(tmp_path, capsys, monkey
 
     from initlab.experiments import gradcheck
 
-    def interrupted(ctx):
+    def interrupted(run):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gradcheck, "run", interrupted)
+    monkeypatch.setattr(gradcheck.card, "measure_fn", interrupted)
     assert main(["run", "gradcheck", "--out", str(tmp_path)]) == 130
     assert "Interrupted: 0 of 1 cards finished" in capsys.readouterr().out
     (folder,) = tmp_path.iterdir()

@@ -4,50 +4,88 @@ iteration; on balanced classes the network then sits at the constant prediction 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from initlab import data
-from initlab.experiments.runner import CardResult, Claim, Context, check, spread, stats
+from initlab.experiments.card import (
+    Card,
+    Config,
+    Control,
+    Outcome,
+    Run,
+    Variant,
+    pick,
+    sizes,
+    spread,
+)
 from initlab.nn import Dense, Sequential
 from initlab.probes import Probe, awake_layers
 from initlab.report import figures as plots
 
-NAME = "bias-only"
-TITLE = "E5 bias-only: zero weights, random biases"
-CLAIM = ("With every weight 0 and random biases the gradient reaches one more layer per "
-         "iteration, counted from the output; after that the network does learn, more slowly "
-         "than with random weights. Weights all 1 pass gradient to every layer at once.")
-WHY = ("A layer's weight gradient is its input times the gradient at its pre-activation, and that "
-       "gradient comes down through the next layer's weights: while those are 0 it is exactly 0. "
-       "The first update makes the output layer's weights non-zero, the second the layer below "
-       "it, and so on, so iteration t reaches the last t layers. Until the first layer's weights "
-       "move, the network ignores its input; on balanced classes it settles at p = 1/2, where "
-       "every gradient but the first layer's averages to zero.")
 WIDTH = 8
 LAYERS = 5  # Dense layers, the sigmoid output layer included: 4 tanh hidden layers + output
-LEARNING_RATE = 0.1
 PROBED = 8  # iterations recorded one by one at the start (the pattern completes at LAYERS)
 BIASES = {"name": "normal", "std": 1.0}
-VARIANTS = {"zeros": "zeros", "he": "he_normal", "ones": "ones"}
 LONG = ("zeros", "he")  # the variants trained past the probed iterations
-CLAIMS = [
-    ("E5.awake",
-     "Zero weights, N(0, 1) biases: at iteration t only the last t layers have non-zero weight "
-     "gradients; all layers are awake from iteration 5 on (5 layers, the output counted)",
-     "no number printed; the first update changes only the last layer, the second the last "
-     "two, and so on (seed 004)"),
-    ("E5.ones-awake",
-     "Weights all 1 with random biases: every layer has a non-zero weight gradient from the "
-     "first iteration",
-     "no number printed; with w = 1 instead of 0 the gradient is not stuck (seed 004)"),
-    ("E5.learns",
-     "The zero-weight network does learn: its cost goes below ln 2, the best cost of any "
-     "prediction that ignores the input",
-     "no number printed; randomising only b 'sort of works', it takes longer (seed 004)"),
-    ("E5.slower", "It learns more slowly than He: higher cost after the same number of epochs",
-     "no number printed; zero weights take much longer to learn (seed 004)"),
-]
+
+
+@dataclass(frozen=True)
+class Settings(Config):
+    epochs: int = 500
+    log_every: int = 25
+    learning_rate: float = 0.1
+
+
+card: Card[Measured] = Card(
+    "bias-only",
+    title="E5 bias-only: zero weights, random biases",
+    claim="With every weight 0 and random biases the gradient reaches one more layer per "
+          "iteration, counted from the output; after that the network does learn, more slowly "
+          "than with random weights. Weights all 1 pass gradient to every layer at once.",
+    why="A layer's weight gradient is its input times the gradient at its pre-activation, and "
+        "that gradient comes down through the next layer's weights: while those are 0 it is "
+        "exactly 0. The first update makes the output layer's weights non-zero, the second the "
+        "layer below it, and so on, so iteration t reaches the last t layers. Until the first "
+        "layer's weights move, the network ignores its input; on balanced classes it settles at "
+        "p = 1/2, where every gradient but the first layer's averages to zero.",
+    data="make_moons(400 train / 100 test, noise 0.2), drawn per seed",
+    sizes=sizes(Settings(), tiny={"seeds": 2, "epochs": 100, "log_every": 20},
+                full={"seeds": 30, "epochs": 2_000, "log_every": 100}),
+    # the weights of every layer; the biases are N(0, 1) in all of them (BIASES)
+    variants={"zeros": Variant("zeros"), "he": Variant("he_normal"), "ones": Variant("ones")},
+    control=Control(("E5.awake",), {"zeros": Variant({"name": "normal", "std": 1e-3})},
+                    why="small random weights N(0, 1e-3) instead of zeros: every layer has a "
+                        "weight gradient from iteration 1, so the one-layer-per-iteration "
+                        "pattern is gone"),
+)
+
+
+@dataclass
+class Measured:
+    cfg: Settings
+    seeds: list[int]
+    labels: list[tuple[str, int]]  # every variant x seed, for the probed iterations
+    awake: np.ndarray  # (R, PROBED, LAYERS): layer has a non-zero weight gradient
+    output_bias: np.ndarray  # (R,) the output biases drawn
+    long_labels: list[tuple[str, int]]  # the LONG variants x seeds, trained on
+    final_awake: np.ndarray  # (R long, LAYERS), at the last epoch
+    max_abs_W: np.ndarray  # (R long, LAYERS): largest |weight| of each layer after training
+    costs: np.ndarray  # (logs, R long)
+    epochs: list[int]
+    test: np.ndarray  # (R long,)
+    histograms: dict[str, np.ndarray]  # per LONG variant, its first seed: the last tanh layer
+    hist_every: int
+
+    def of(self, name: str, values) -> np.ndarray:
+        """The entries of a variant, of every-variant values (labels order)."""
+        return pick(self.labels, name, values)
+
+    def long(self, name: str, values) -> np.ndarray:
+        """The entries of a LONG variant, of values over the trained-on replicas."""
+        return pick(self.long_labels, name, values)
 
 
 def _model() -> Sequential:
@@ -63,129 +101,182 @@ def expected_awake(iterations: int) -> np.ndarray:
     return np.arange(LAYERS)[None, :] >= LAYERS - t
 
 
-def _rows_of(labels: list, name: str) -> list[int]:
-    return [r for r, (n, _) in enumerate(labels) if n == name]
-
-
-def _train(seeds: list[int], epochs: int, log_every: int) -> dict:
+@card.measure
+def measure(run: Run) -> Measured:
     """Every variant x seed as replicas of one model for the probed iterations, each one's
     weight gradients recorded; then zeros and He alone go on to ``epochs``."""
-    splits = {s: data.moons(s) for s in seeds}
-    labels = [(name, seed) for name in VARIANTS for seed in seeds]
+    cfg: Settings = run.cfg
+    labels = run.labels()
+    splits = {s: data.moons(s) for s in run.seeds}
     X, y, X_test, y_test = (np.stack([splits[s][k] for _, s in labels]) for k in range(4))
-    model = _model().build(2, rng=[np.random.SeedSequence(s) for _, s in labels],
-                           variants=[VARIANTS[name] for name, _ in labels])
+    model = _model().build(2, **run.sweep())
     output_bias = model.layers[-1].params["b"][:, 0, 0].copy()
+    run.progress(0.05)
     with Probe(model, every=1, symmetry=False, histograms=False) as probe:
-        model.fit(X, y, learning_rate=LEARNING_RATE, epochs=PROBED, log_every=1)
+        model.fit(X, y, learning_rate=cfg.learning_rate, epochs=PROBED, log_every=1)
     awake = np.stack([awake_layers(probe.table, r)[1] for r in range(len(labels))])
-    keep = [r for name in LONG for r in _rows_of(labels, name)]
+    # zeros and He go on; the 'ones' claim is about the first step only
+    keep = [r for name in LONG for r in model.select(variant=name)]
     long = model.take(keep)
     # the distribution of the last hidden layer's outputs over training: the "colorful
     # dimension" view (histogram counts only, every few epochs)
-    with Probe(long, every=max(1, epochs // 50), symmetry=False) as over_time:
-        long.fit(X[keep], y[keep], learning_rate=LEARNING_RATE, epochs=epochs - PROBED,
-                 log_every=log_every)
+    with Probe(long, every=max(1, cfg.epochs // 50), symmetry=False) as over_time:
+        long.fit(X[keep], y[keep], learning_rate=cfg.learning_rate, epochs=cfg.epochs - PROBED,
+                 log_every=cfg.log_every)
+    run.progress(0.9)
     last = Probe(long, symmetry=False, histograms=False).record(X[keep], y[keep])
-    return {"labels": labels, "awake": awake, "output_bias": output_bias,
-            "histograms": {name: over_time.histogram(LAYERS - 2, replica=keep.index(
-                _rows_of(labels, name)[0])) for name in LONG}, "hist_every": over_time.every,
-            "long": long, "long_labels": [labels[r] for r in keep],
-            "final_awake": np.stack([awake_layers(last, r)[1][0] for r in range(len(keep))]),
-            "costs": np.array(long.history["cost"]), "epochs": long.history["epoch"],
-            "test": long.evaluate(X_test[keep], y_test[keep])["accuracy"]}
+    return Measured(
+        cfg=cfg, seeds=run.seeds, labels=labels, awake=awake, output_bias=output_bias,
+        long_labels=[labels[r] for r in keep],
+        final_awake=np.stack([awake_layers(last, r)[1][0] for r in range(len(keep))]),
+        max_abs_W=np.array([[np.max(np.abs(layer.params["W"][r])) for layer in long.layers]
+                            for r in range(len(keep))]),
+        costs=np.array(long.history["cost"]), epochs=long.history["epoch"],
+        test=long.evaluate(X_test[keep], y_test[keep])["accuracy"],
+        histograms={name: over_time.histogram(LAYERS - 2, replica=long.select(variant=name)[0])
+                    for name in LONG},
+        hist_every=over_time.every)
 
 
-def run(ctx: Context) -> CardResult:
-    epochs, log_every = (100, 20) if ctx.tiny else (500, 25)
-    ctx.progress(0.05)
-    t = _train(ctx.seeds, epochs, log_every)
-    ctx.progress(0.9)
-    zeros = _rows_of(t["labels"], "zeros")
-    figures = [
-        plots.awake_timeline(np.arange(1, PROBED + 1), t["awake"][zeros].mean(axis=0),
-                             ctx.figure("bias-only-awake"),
-                             title=f"zero weights: share of seeds whose layer gets a weight "
-                                   f"gradient (layer {LAYERS - 1} = output)"),
-        plots.cost_curves({name: t["costs"][:, _rows_of(t["long_labels"], name)].T
-                           for name in LONG}, t["epochs"], ctx.figure("bias-only-costs"),
-                          title="E5 training cost, zero weights vs He (biases N(0, 1) in both)"),
-        *(plots.histogram_image(t["histograms"][name], ctx.figure(f"bias-only-hist-{name}"),
-                                ylabel=f"recorded step (every {t['hist_every']} epochs)",
-                                title=f"{name}: outputs of the last tanh layer over training "
-                                      f"(first seed)") for name in LONG),
-    ]
-    ctx.progress(1.0)
-    return CardResult(NAME, TITLE, _claims(t, epochs), _tables(t),
-                      [str(f.relative_to(ctx.folder)) for f in figures],
-                      _notes(t, len(ctx.seeds), epochs),
-                      data="make_moons(400 train / 100 test, noise 0.2), drawn per seed")
+@card.claim("E5.awake",
+            "Zero weights, N(0, 1) biases: at iteration t only the last t layers have non-zero "
+            "weight gradients; all layers are awake from iteration 5 on (5 layers, the output "
+            "counted)",
+            printed="no number printed; the first update changes only the last layer, the second "
+                    "the last two, and so on (seed 004)", uses=("zeros",))
+def awake(m: Measured) -> Outcome:
+    zeros = m.of("zeros", m.awake)
+    matches = np.all(zeros == expected_awake(PROBED), axis=(1, 2))  # per seed
+    all_awake_at_end = np.all(m.long("zeros", m.final_awake), axis=1)
+    counts = zeros.sum(axis=2)  # (seeds, iterations): layers awake at each iteration
+    return Outcome(bool(np.all(matches) and np.all(all_awake_at_end)),
+                   f"seeds waking one layer per iteration: {int(matches.sum())}/{len(zeros)}",
+                   f"layers awake at iterations 1..{PROBED}: "
+                   + ", ".join(spread(counts[:, i], ".3g") for i in range(PROBED))
+                   + f"; seeds matching the pattern exactly: {int(matches.sum())}/{len(zeros)}; "
+                     f"all {LAYERS} layers awake at epoch {m.cfg.epochs:,} in "
+                     f"{int(all_awake_at_end.sum())}/{len(all_awake_at_end)} seeds")
 
 
-def _claims(t: dict, epochs: int) -> list[Claim]:
-    awake, final_awake, final, test = t["awake"], t["final_awake"], t["costs"][-1], t["test"]
-    zeros, ones = _rows_of(t["labels"], "zeros"), _rows_of(t["labels"], "ones")
-    long_zeros, long_he = _rows_of(t["long_labels"], "zeros"), _rows_of(t["long_labels"], "he")
-    matches = np.all(awake[zeros] == expected_awake(PROBED), axis=(1, 2))  # per seed
-    all_awake_at_end = np.all(final_awake[long_zeros], axis=1)
-    counts = awake[zeros].sum(axis=2)  # (seeds, iterations): layers awake at each iteration
-    first_W = np.max(np.abs(t["long"].layers[0].params["W"][long_zeros]), axis=(1, 2))
-    ln2 = math.log(2)
+@card.claim("E5.ones-awake",
+            "Weights all 1 with random biases: every layer has a non-zero weight gradient from "
+            "the first iteration",
+            printed="no number printed; with w = 1 instead of 0 the gradient is not stuck "
+                    "(seed 004)", uses=("ones",))
+def ones_awake(m: Measured) -> Outcome:
+    first = m.of("ones", m.awake)[:, 0]  # (seeds, LAYERS) at iteration 1
+    return Outcome(bool(np.all(first)),
+                   f"fewest layers awake at iteration 1: {int(first.sum(axis=1).min())} of "
+                   f"{LAYERS}",
+                   f"layers awake at iteration 1: {spread(first.sum(axis=1), '.3g')} of {LAYERS}")
+
+
+@card.claim("E5.learns",
+            "The zero-weight network does learn: its cost goes below ln 2, the best cost of any "
+            "prediction that ignores the input",
+            printed="no number printed; randomising only b 'sort of works', it takes longer "
+                    "(seed 004)", uses=("zeros",))
+def learns(m: Measured) -> Outcome:
+    final, ln2 = m.long("zeros", m.costs[-1]), math.log(2)
+    first_W = m.long("zeros", m.max_abs_W[:, 0])
+    return Outcome(bool(np.mean(final) < ln2 - 0.01),
+                   f"zero weights: mean cost − ln 2 = {np.mean(final) - ln2:+.2g} after "
+                   f"{m.cfg.epochs:,} epochs",
+                   f"zero weights: cost - ln 2 after {m.cfg.epochs:,} epochs "
+                   f"{spread(final - ln2, '.2g')}, test accuracy "
+                   f"{spread(m.long('zeros', m.test), '.1%')}; largest first-layer weight "
+                   f"{spread(first_W, '.2g')}")
+
+
+@card.claim("E5.slower", "It learns more slowly than He: higher cost after the same number of "
+            "epochs", printed="no number printed; zero weights take much longer to learn "
+                              "(seed 004)", uses=("zeros", "he"))
+def slower(m: Measured) -> Outcome:
+    zeros, he = m.long("zeros", m.costs[-1]), m.long("he", m.costs[-1])
+    return Outcome(bool(np.mean(zeros) > np.mean(he)),
+                   f"mean cost after {m.cfg.epochs:,} epochs: zeros {np.mean(zeros):.4g}, He "
+                   f"{np.mean(he):.4g}",
+                   f"cost after {m.cfg.epochs:,} epochs: zeros {spread(zeros, '.4g')}, He "
+                   f"{spread(he, '.4g')}; test accuracy: zeros "
+                   f"{spread(m.long('zeros', m.test), '.1%')}, He "
+                   f"{spread(m.long('he', m.test), '.1%')}")
+
+
+@card.table("awake")
+def awake_table(m: Measured) -> list[dict]:
+    return [{"variant": n, "seed": s, "iteration": i + 1,
+             **{f"layer{k}": bool(m.awake[r, i, k]) for k in range(LAYERS)}}
+            for r, (n, s) in enumerate(m.labels) for i in range(PROBED)]
+
+
+@card.table("weights")
+def weights(m: Measured) -> list[dict]:
+    return [{"variant": n, "seed": s, "final_cost": float(m.costs[-1, r]),
+             "test_accuracy": float(m.test[r]),
+             **{f"max_abs_W{k}": float(w) for k, w in enumerate(m.max_abs_W[r])}}
+            for r, (n, s) in enumerate(m.long_labels)]
+
+
+@card.table("costs")
+def costs(m: Measured) -> list[dict]:
+    rows = []
+    for k, epoch in enumerate(m.epochs):
+        for name in LONG:
+            values = m.long(name, m.costs[k])
+            rows.append({"variant": name, "epoch": epoch, "mean": float(values.mean()),
+                         "std": float(values.std()), "min": float(values.min()),
+                         "max": float(values.max())})
+    return rows
+
+
+@card.figure("bias-only-awake")
+def awake_figure(m: Measured, path: Path) -> Path:
+    return plots.awake_timeline(np.arange(1, PROBED + 1), m.of("zeros", m.awake).mean(axis=0),
+                                path, title=f"zero weights: share of seeds whose layer gets a "
+                                            f"weight gradient (layer {LAYERS - 1} = output)")
+
+
+@card.figure("bias-only-costs")
+def cost_figure(m: Measured, path: Path) -> Path:
+    return plots.cost_curves({name: m.long(name, m.costs.T) for name in LONG}, m.epochs, path,
+                             title="E5 training cost, zero weights vs He (biases N(0, 1) in "
+                                   "both)")
+
+
+def _histogram_figure(m: Measured, name: str, path: Path) -> Path:
+    return plots.histogram_image(m.histograms[name], path,
+                                 ylabel=f"recorded step (every {m.hist_every} epochs)",
+                                 title=f"{name}: outputs of the last tanh layer over training "
+                                       f"(first seed)")
+
+
+@card.figure("bias-only-hist-zeros")
+def zeros_histogram(m: Measured, path: Path) -> Path:
+    return _histogram_figure(m, "zeros", path)
+
+
+@card.figure("bias-only-hist-he")
+def he_histogram(m: Measured, path: Path) -> Path:
+    return _histogram_figure(m, "he", path)
+
+
+@card.notes
+def notes(m: Measured) -> list[str]:
+    epochs = m.cfg.epochs
     return [
-        Claim(*CLAIMS[0],
-              f"layers awake at iterations 1..{PROBED}: "
-              + ", ".join(spread(counts[:, i], ".3g") for i in range(PROBED))
-              + f"; seeds matching the pattern exactly: {int(matches.sum())}/{len(zeros)}; "
-                f"all {LAYERS} layers awake at epoch {epochs:,} in "
-                f"{int(all_awake_at_end.sum())}/{len(long_zeros)} seeds",
-              check(np.all(matches) and np.all(all_awake_at_end))),
-        Claim(*CLAIMS[1], f"layers awake at iteration 1: "
-                          f"{spread(awake[ones, 0].sum(axis=1), '.3g')} of {LAYERS}",
-              check(np.all(awake[ones, 0]))),
-        Claim(*CLAIMS[2], f"zero weights: cost - ln 2 after {epochs:,} epochs "
-                          f"{spread(final[long_zeros] - ln2, '.2g')}, test accuracy "
-                          f"{spread(test[long_zeros], '.1%')}; largest first-layer weight "
-                          f"{spread(first_W, '.2g')}",
-              check(np.mean(final[long_zeros]) < ln2 - 0.01)),
-        Claim(*CLAIMS[3], f"cost after {epochs:,} epochs: zeros "
-                          f"{spread(final[long_zeros], '.4g')}, He {spread(final[long_he], '.4g')}"
-                          f"; test accuracy: zeros {spread(test[long_zeros], '.1%')}, He "
-                          f"{spread(test[long_he], '.1%')}",
-              check(np.mean(final[long_zeros]) > np.mean(final[long_he]))),
-    ]
-
-
-def _tables(t: dict) -> dict[str, list[dict]]:
-    labels, long_labels, awake = t["labels"], t["long_labels"], t["awake"]
-    return {
-        "awake": [{"variant": n, "seed": s, "iteration": i + 1,
-                   **{f"layer{k}": bool(awake[r, i, k]) for k in range(LAYERS)}}
-                  for r, (n, s) in enumerate(labels) for i in range(PROBED)],
-        "weights": [{"variant": n, "seed": s, "final_cost": float(t["costs"][-1, r]),
-                     "test_accuracy": float(t["test"][r]),
-                     **{f"max_abs_W{k}": float(np.max(np.abs(layer.params["W"][r])))
-                        for k, layer in enumerate(t["long"].layers)}}
-                    for r, (n, s) in enumerate(long_labels)],
-        "costs": [{"variant": name, "epoch": e,
-                   **stats(t["costs"][k, _rows_of(long_labels, name)])}
-                  for k, e in enumerate(t["epochs"]) for name in LONG],
-    }
-
-
-def _notes(t: dict, n_seeds: int, epochs: int) -> list[str]:
-    return [
-        f"{n_seeds} seeds; {LAYERS} Dense layers of width {WIDTH} (4 tanh hidden layers and "
-        f"the sigmoid output, which counts as one of the 5: with it the source's 'all layers "
-        f"awake from iteration 5' is exact), biases N(0, 1) in every layer, the output's too "
-        f"(output biases drawn: {spread(t['output_bias'], '.3g')}); full-batch gradient descent "
-        f"at learning rate {LEARNING_RATE}, binary cross-entropy from the logits.",
-        f"Iteration t is the t-th gradient computation (probe step t - 1): the first one, before "
-        f"any update, reaches only the output layer. All {len(VARIANTS)} variants train as one "
-        f"model for the {PROBED} probed iterations; zeros and He then go on to {epochs:,} epochs "
-        f"(the 'ones' claim is about the first step only), and one more gradient is recorded at "
-        f"epoch {epochs:,}. EXPERIMENTS.md sets no epoch count; {epochs:,} keeps the card in "
-        f"its time budget (the tanh layers are the costly part) and is enough for He to learn; "
-        f"'learns' is judged at this budget only.",
+        f"{len(m.seeds)} seeds; {LAYERS} Dense layers of width {WIDTH} (4 "
+        f"tanh hidden layers and the sigmoid output, which counts as one of the 5: with it the "
+        f"source's 'all layers awake from iteration 5' is exact), biases N(0, 1) in every "
+        f"layer, the output's too (output biases drawn: {spread(m.output_bias, '.3g')}); "
+        f"full-batch gradient descent at learning rate {m.cfg.learning_rate}, binary "
+        f"cross-entropy from the logits.",
+        f"Iteration t is the t-th gradient computation (probe step t - 1): the first one, "
+        f"before any update, reaches only the output layer. All {len(card.variants)} variants "
+        f"train as one model for the {PROBED} probed iterations; zeros and He then go on to "
+        f"{epochs:,} epochs (the 'ones' claim is about the first step only), and one more "
+        f"gradient is recorded at epoch {epochs:,}. EXPERIMENTS.md sets no epoch count; "
+        f"{epochs:,} keeps the card in its time budget (the tanh layers are the costly part) and "
+        f"is enough for He to learn; 'learns' is judged at this budget only.",
         "Why the zero-weight network stalls on moons: until the first layer's weights move, every "
         "sample reaches the output along the same path, so the network can fit only the class "
         "balance; on balanced classes p goes to 1/2 within a few dozen iterations and every "

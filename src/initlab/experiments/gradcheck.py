@@ -1,16 +1,18 @@
 """E8 `gradcheck`: back-propagation checked against finite differences for every activation x
 loss, on a small network whose inputs keep away from ReLU kinks.
 
-:func:`check_all` is the library function (and ``initlab gradcheck``); :func:`run` is the card.
+:func:`check_all` is the library function (and ``initlab gradcheck``); ``card`` is the card.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,30 +20,22 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from initlab.experiments.runner import CardResult, Claim, Context, check, spread  # noqa: E402
+from initlab.experiments.card import (  # noqa: E402
+    Card,
+    Config,
+    Control,
+    Outcome,
+    Run,
+    Variant,
+    sizes,
+    spread,
+)
 from initlab.nn import Dense, Sequential, activations, gradcheck, losses  # noqa: E402
 
-NAME = "gradcheck"
-TITLE = "E8 gradcheck: back-propagation is right"
-CLAIM = ("For every activation, loss and layer, the analytic gradient of back-propagation "
-         "matches central finite differences in float64 (relative error < 1e-6).")
-WHY = ("Every other card trusts the engine's gradients. Central differences (f(w + h) - "
-       "f(w - h)) / 2h agree with the true derivative to O(h^2) plus rounding of order "
-       "eps_machine / h, so with h = 1e-6 a correct gradient shows relative errors near 1e-8 to "
-       "1e-10, while a wrong derivative anywhere shows errors of order 1.")
 TOL = 1e-6
 MAX_SEEDS = 3  # the only randomness is the draw of data and weights
-LAYERS = "3,4,3"  # input 3, hidden 4 and 3: a hidden-to-hidden layer is checked too
-TINY_LAYERS = "2,3,3"
-TINY_ACTIVATIONS = ("tanh",)
 SAMPLES = 16
-CLAIMS = [
-    ("E8.all-match",
-     "For every hidden activation x loss x output activation, every layer's analytic gradient "
-     "matches central differences in float64 (relative error < 1e-6), for every seed",
-     "no number printed; the sources compute gradients by back-propagation and take them as "
-     "right (seeds 001, 004)"),
-]
+INIT = "glorot_normal"  # the weights of every checked network
 
 # each loss with the output activations it is checked with
 OUTPUTS = {
@@ -51,6 +45,40 @@ OUTPUTS = {
     "mean_squared_error": ("linear", "tanh", "softmax"),
 }
 HIDDEN = [a for a in activations.available() if a != "softmax"]
+
+
+@dataclass(frozen=True)
+class Settings(Config):
+    seeds: int = MAX_SEEDS
+    layers: str = "3,4,3"  # input 3, hidden 4 and 3: a hidden-to-hidden layer is checked too
+    activations: tuple[str, ...] = ("all",)  # the hidden activations, "all" or names
+    eps: float = 1e-6  # the step of the central differences
+    parallel: bool = True  # a process per seed, where the cores allow
+
+
+card: Card[Measured] = Card(
+    "gradcheck",
+    title="E8 gradcheck: back-propagation is right",
+    claim="For every activation, loss and layer, the analytic gradient of back-propagation "
+          "matches central finite differences in float64 (relative error < 1e-6).",
+    why="Every other card trusts the engine's gradients. Central differences (f(w + h) - "
+        "f(w - h)) / 2h agree with the true derivative to O(h^2) plus rounding of order "
+        "eps_machine / h, so with h = 1e-6 a correct gradient shows relative errors near 1e-8 "
+        "to 1e-10, while a wrong derivative anywhere shows errors of order 1.",
+    data=f"standard normal inputs and random targets, {SAMPLES} samples per check, drawn per "
+         f"seed",
+    # tiny: one hidden activation on a smaller network, in this process (a few checks only);
+    # full: the wider network `initlab gradcheck` checks by default
+    sizes=sizes(Settings(), tiny={"seeds": 2, "layers": "2,3,3", "activations": ("tanh",),
+                                  "parallel": False},
+                full={"layers": "4,8,6"}),
+    variants={INIT: Variant(INIT)},
+    max_seeds=MAX_SEEDS,
+    control=Control(("E8.all-match",), config={"eps": 1e-1},
+                    why="a step of 0.1: the central differences' O(h^2) truncation error, "
+                        "about 1e-3 relative, is far above the 1e-6 tolerance, as a wrong "
+                        "derivative's error would be"),
+)
 
 
 def _targets(loss: str, units: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -74,8 +102,10 @@ def _parse_layers(layers: str) -> list[int]:
 
 
 def check_all(activation: str = "all", loss: str = "all", *, layers: str = "4,8,6",
-              samples: int = 16, tol: float = 1e-6, seed: int = 0) -> Iterator[dict]:
-    """Gradient-check a network for each (hidden activation, loss, output activation)."""
+              samples: int = 16, tol: float = 1e-6, seed: int = 0, eps: float = 1e-6,
+              init: Any = INIT) -> Iterator[dict]:
+    """Gradient-check a network for each (hidden activation, loss, output activation), its
+    weights drawn with ``init``, with central differences of step ``eps``."""
     widths = _parse_layers(layers)
     hidden = HIDDEN if activation == "all" else [activations.get(activation).name]
     chosen = list(OUTPUTS) if loss == "all" else [losses.get(loss).name]
@@ -85,82 +115,98 @@ def check_all(activation: str = "all", loss: str = "all", *, layers: str = "4,8,
             for out_act in OUTPUTS[name]:
                 units = 1 if "binary" in name else 3
                 model = Sequential(
-                    [Dense(w, act, init="glorot_normal", bias_init={"name": "normal", "std": 0.1})
-                     for w in widths[1:]] + [Dense(units, out_act, init="glorot_normal")])
+                    [Dense(w, act, init=init, bias_init={"name": "normal", "std": 0.1})
+                     for w in widths[1:]] + [Dense(units, out_act, init=init)])
                 loss_spec = {"name": name, "eps": 1e-7} if name.startswith("clipped") else name
                 model.compile(loss_spec).build(widths[0], rng=rng)
                 X = rng.standard_normal((samples, widths[0]))
                 y = _targets(name, units, samples, rng)
-                result = gradcheck(model, X, y, tol=tol, raise_on_failure=False)
+                result = gradcheck(model, X, y, eps=eps, tol=tol, raise_on_failure=False)
                 yield {"activation": act, "loss": name, "output": out_act,
                        "error": max(result.errors.values()), "ok": result.ok}
 
 
-def _check_seed(seed: int, *, activation_names: Sequence[str], layers: str) -> list[dict]:
-    return [{"seed": seed, **row} for act in activation_names
-            for row in check_all(act, "all", layers=layers, samples=SAMPLES, tol=TOL, seed=seed)]
+@dataclass
+class Measured:
+    cfg: Settings
+    seeds: list[int]
+    combos: list[tuple[str, str, str]]  # (hidden activation, loss, output activation)
+    errors: np.ndarray  # (seeds, combos): the worst relative error over layers and parameters
+    ok: np.ndarray  # (seeds, combos): the check's own verdict
+
+    @property
+    def hidden(self) -> list[str]:
+        return list(dict.fromkeys(act for act, _, _ in self.combos))
 
 
-def run(ctx: Context) -> CardResult:
-    seeds = ctx.seeds[:MAX_SEEDS]
-    names, layers = (TINY_ACTIVATIONS, TINY_LAYERS) if ctx.tiny else (("all",), LAYERS)
-    work = partial(_check_seed, activation_names=names, layers=layers)
+def _check_seed(seed: int, *, cfg: Settings, init: Any) -> list[dict]:
+    return [row for act in cfg.activations
+            for row in check_all(act, "all", layers=cfg.layers, samples=SAMPLES, tol=TOL,
+                                 seed=seed, eps=cfg.eps, init=init)]
+
+
+def _per_seed(run: Run, work: Callable[[int], list[dict]]) -> list[list[dict]]:
+    """``work(seed)`` for every seed: the seeds are independent, so one process each, as many
+    at once as there are cores (where the config asks for it and fork is available)."""
+    seeds, done = run.seeds, []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     workers = min(cores, len(seeds))
-    per_seed: list[list[dict]] = []
-    if workers > 1 and not ctx.tiny and "fork" in multiprocessing.get_all_start_methods():
-        # the seeds are independent: one process each, as many at once as there are cores
+    if workers > 1 and run.cfg.parallel and "fork" in multiprocessing.get_all_start_methods():
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for rows in pool.imap(work, seeds):
-                per_seed.append(rows)
-                ctx.progress(len(per_seed) / (len(seeds) + 1))
+                done.append(rows)
+                run.progress(len(done) / (len(seeds) + 1))
     else:
         for seed in seeds:
-            per_seed.append(work(seed))
-            ctx.progress(len(per_seed) / (len(seeds) + 1))
-    rows = [row for part in per_seed for row in part]
-    worst = np.array([max(r["error"] for r in part) for part in per_seed])
-    combos = len(per_seed[0])
-    failed = [r for r in rows if not r["ok"]]
-    worst_row = max(rows, key=lambda r: r["error"])
-    measured = (f"worst relative error per seed {spread(worst, '.2g')} over {combos} "
-                f"combinations x {len(seeds)} seeds ({len(rows) - len(failed)} of {len(rows)} "
-                f"below {TOL:g}); the worst: {worst_row['activation']} hidden, "
-                f"{worst_row['loss']} on a {worst_row['output']} output")
-    claims = [Claim(*CLAIMS[0], measured, check(not failed and np.max(worst) < TOL))]
-    figure = _error_figure(rows, ctx.figure("gradcheck-errors"))
-    ctx.progress(1.0)
-    hidden = HIDDEN if names == ("all",) else list(names)
-    notes = [
-        f"{len(seeds)} seed(s) (at most {MAX_SEEDS}: the seed only draws the data and weights); "
-        f"one check_all run per seed on a {layers} network (plus the output layer: 1 unit for "
-        f"the binary losses, 3 otherwise), {SAMPLES} samples, central differences with step "
-        f"1e-6 in float64. The command `initlab gradcheck` runs the same check on any widths "
-        f"(default 4,8,6).",
-        f"Hidden activations: {', '.join(hidden)}; each loss with its output activations: "
-        + "; ".join(f"{loss} with {', '.join(outs)}" for loss, outs in OUTPUTS.items())
-        + ". The error of a combination is the worst over its layers and parameters (W and b).",
-        "Inputs are standard normal, so a pre-activation lies within a step's reach of a "
-        "ReLU-like kink with probability of order 1e-6 per value; a kink hit would show as a "
-        "failure, never hide one.",
-    ]
-    if ctx.tiny:
-        notes.append(f"Tiny size: only {', '.join(names)} as hidden activation.")
-    return CardResult(NAME, TITLE, claims, {"errors": rows},
-                      [str(figure.relative_to(ctx.folder))], notes,
-                      data=f"standard normal inputs and random targets, {SAMPLES} samples per "
-                           f"check, drawn per seed")
+            done.append(work(seed))
+            run.progress(len(done) / (len(seeds) + 1))
+    return done
 
 
-def _error_figure(rows: list[dict], path: Path) -> Path:
+@card.measure
+def measure(run: Run) -> Measured:
+    per_seed = _per_seed(run, partial(_check_seed, cfg=run.cfg, init=run.variants[INIT].init))
+    combos = [(r["activation"], r["loss"], r["output"]) for r in per_seed[0]]
+    return Measured(run.cfg, run.seeds, combos,
+                    np.array([[r["error"] for r in rows] for rows in per_seed]),
+                    np.array([[r["ok"] for r in rows] for rows in per_seed]))
+
+
+@card.claim("E8.all-match",
+            "For every hidden activation x loss x output activation, every layer's analytic "
+            "gradient matches central differences in float64 (relative error < 1e-6), for every "
+            "seed",
+            printed="no number printed; the sources compute gradients by back-propagation and "
+                    "take them as right (seeds 001, 004)", uses=(INIT,))
+def all_match(m: Measured) -> Outcome:
+    worst = m.errors.max(axis=1)  # per seed
+    seed, combo = np.unravel_index(np.argmax(m.errors), m.errors.shape)  # the first worst
+    act, loss, out = m.combos[combo]
+    checks, passed = m.errors.size, int(m.ok.sum())
+    return Outcome(bool(np.all(m.ok) and np.max(worst) < TOL),
+                   f"worst relative error {np.max(worst):.2g} (tolerance {TOL:g})",
+                   f"worst relative error per seed {spread(worst, '.2g')} over {len(m.combos)} "
+                   f"combinations x {len(m.seeds)} seeds ({passed} of {checks} below {TOL:g}); "
+                   f"the worst: {act} hidden, {loss} on a {out} output")
+
+
+@card.table("errors")
+def errors(m: Measured) -> list[dict]:
+    return [{"seed": seed, "activation": act, "loss": loss, "output": out,
+             "error": float(m.errors[i, j]), "ok": bool(m.ok[i, j])}
+            for i, seed in enumerate(m.seeds) for j, (act, loss, out) in enumerate(m.combos)]
+
+
+@card.figure("gradcheck-errors")
+def error_figure(m: Measured, path: Path) -> Path:
     """log10 of the worst error over seeds: hidden activation x (loss, output), tolerance
     marked in the colour bar."""
-    acts = list(dict.fromkeys(r["activation"] for r in rows))
-    pairs = list(dict.fromkeys((r["loss"], r["output"]) for r in rows))
+    acts = m.hidden
+    pairs = list(dict.fromkeys((loss, out) for _, loss, out in m.combos))
     grid = np.full((len(acts), len(pairs)), np.nan)
-    for r in rows:
-        i, j = acts.index(r["activation"]), pairs.index((r["loss"], r["output"]))
-        grid[i, j] = np.fmax(grid[i, j], np.log10(max(r["error"], 1e-300)))
+    worst = np.fmax.reduce(m.errors, axis=0)  # over seeds; a NaN error does not hide the rest
+    for (act, loss, out), error in zip(m.combos, worst, strict=True):
+        grid[acts.index(act), pairs.index((loss, out))] = np.log10(max(error, 1e-300))
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(pairs), 1.2 + 0.35 * len(acts)))
     image = ax.imshow(grid, cmap="viridis", vmin=-12, vmax=0, aspect="auto")
     bar = fig.colorbar(image, ax=ax, label="log10 relative error (worst over seeds)")
@@ -173,3 +219,24 @@ def _error_figure(rows: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+@card.notes
+def notes(m: Measured) -> list[str]:
+    cfg = m.cfg
+    lines = [
+        f"{len(m.seeds)} seed(s) (at most {MAX_SEEDS}: the seed only draws the data and "
+        f"weights); one check_all run per seed on a {cfg.layers} network (plus the output "
+        f"layer: 1 unit for the binary losses, 3 otherwise), {SAMPLES} samples, central "
+        f"differences with step {cfg.eps:g} in float64. The command `initlab gradcheck` runs "
+        f"the same check on any widths (default 4,8,6).",
+        f"Hidden activations: {', '.join(m.hidden)}; each loss with its output activations: "
+        + "; ".join(f"{loss} with {', '.join(outs)}" for loss, outs in OUTPUTS.items())
+        + ". The error of a combination is the worst over its layers and parameters (W and b).",
+        "Inputs are standard normal, so a pre-activation lies within a step's reach of a "
+        "ReLU-like kink with probability of order 1e-6 per value; a kink hit would show as a "
+        "failure, never hide one.",
+    ]
+    if "all" not in cfg.activations:
+        lines.append(f"Only {', '.join(m.hidden)} as hidden activation (the tiny size).")
+    return lines
