@@ -245,3 +245,30 @@ def test_runs_lists_every_run_and_compare_shows_what_changed(tmp_path, capsys):
     assert "a.1" in out and "b.0" in out and "a.0" not in out and "2 claim(s) differ" in out
     assert main(["runs", str(tmp_path / "nowhere")]) == 2
     assert "no folder" in capsys.readouterr().out
+
+
+def test_cost_panels_mark_where_a_line_stops_and_keep_the_legend_off_the_data(tmp_path,
+                                                                               monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from initlab.report import figures
+
+    drawn = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (drawn.append(fig), real_close(fig)))
+    epochs = [0, 1, 2, 3]
+    overflow = np.array([[1.0, 10.0, np.inf, np.nan], [1.0, 20.0, np.inf, np.nan]])
+    fine = np.array([[1.0, 0.5, 0.25, 0.1]])
+    never = np.full((1, 4), np.nan)
+    figures.cost_panels({"A": {"he": overflow, "fixup": fine}, "B": {"he": never}}, epochs,
+                        tmp_path / "c.png", title="t")
+    fig = drawn[0]
+    a, b = fig.axes[:2]
+    crosses = [line for line in a.get_lines() if line.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [1]  # he stops after epoch 1
+    assert any("inf/NaN" in t.get_text() for t in a.texts)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "he", "fixup", "he: not finite, not drawn"]
+    assert a.get_legend() is None and b.get_legend() is None  # one legend, outside the axes
+    colors = {line.get_label(): line.get_color() for ax in (a, b) for line in ax.get_lines()}
+    assert colors["he"] != colors["fixup"]

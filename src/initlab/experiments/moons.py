@@ -206,11 +206,19 @@ def accuracy(m: Measured) -> list[dict]:
 
 @card.figure("moons-costs")
 def cost_figure(m: Measured, path: Path) -> Path:
-    names = dict.fromkeys(n for n, _ in m.stable.labels)
-    return plots.cost_curves(
-        {f"{n} (from logits)": m.stable.of(n, m.stable.costs.T) for n in names}
-        | {f"{n} (clipped)": m.clipped.of(n, m.clipped.costs.T) for n in ("large", "he")},
-        m.stable.epochs, path, title="E1 training cost (band: min-max over seeds)")
+    """Small multiples: the three inits of the claims, the context inits, the clipped loss."""
+    names = list(dict.fromkeys(n for n, _ in m.stable.labels))
+    colors = {n: plots.TAB10[i % 10] for i, n in enumerate(names)}
+    colors |= {f"{n} (clipped)": colors[n] for n in ("large", "he")}  # the same init's color
+    return plots.cost_panels(
+        {"zeros, large, He (loss from logits)": {n: m.stable.of(n, m.stable.costs.T)
+                                                 for n in CORE},
+         "context inits (loss from logits)": {n: m.stable.of(n, m.stable.costs.T)
+                                              for n in names if n not in CORE},
+         "the sources' clipped loss": {f"{n} (clipped)": m.clipped.of(n, m.clipped.costs.T)
+                                       for n in ("large", "he")}},
+        m.stable.epochs, path, title="E1 training cost (band: min-max over seeds)",
+        colors=colors)
 
 
 @card.figure("moons-boundaries")

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from initlab.probes import HIST_EDGES  # noqa: E402
@@ -42,9 +43,10 @@ def finish_log_panels(fig, axes, path: str | Path, *, title: str, xlabel: str) -
 
 
 def _positive(values: Sequence[float]) -> np.ndarray:
-    """Values a log axis can draw: NaN where not finite or not > 0."""
+    """Values a log axis can draw: NaN where not finite, not > 0, or so near overflow
+    (> 1e300) that the axis's own transform would overflow."""
     v = np.asarray(values, dtype=float)
-    return np.where(np.isfinite(v) & (v > 0), v, np.nan)
+    return np.where(np.isfinite(v) & (v > 0) & (v < 1e300), v, np.nan)
 
 
 def std_vs_depth(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, *,
@@ -136,22 +138,66 @@ def awake_timeline(steps: np.ndarray, awake: np.ndarray, path: str | Path, *,
     return _save(fig, path)
 
 
+def _stops(x: Sequence[float], y: np.ndarray) -> int | None:
+    """Index of the last drawable point of a line that then stops (inf, NaN or <= 0 after it),
+    None if it runs to the end."""
+    good = np.isfinite(y)  # y has been through _positive
+    if good.all() or not good.any():
+        return None
+    last = int(np.flatnonzero(good)[-1])
+    return last if last < len(y) - 1 else None
+
+
+def _line(ax, x: Sequence[float], costs: np.ndarray, name: str, color, style: str = "-") -> None:
+    """Median line, min-max band, and a cross where the median stops (overflow/underflow)."""
+    costs = np.atleast_2d(np.asarray(costs, dtype=float))
+    with np.errstate(invalid="ignore"):
+        median = _positive(np.median(costs, axis=0))
+    ax.plot(x, median, style, color=color, label=name)
+    ax.fill_between(x, _positive(costs.min(axis=0)), _positive(costs.max(axis=0)), color=color,
+                    alpha=0.15, linewidth=0)
+    stop = _stops(x, median)
+    if not np.isfinite(median).any():  # nothing drawable at all: say so in the legend
+        ax.plot([], [], "x", color=color, label=f"{name}: not finite, not drawn")
+    elif stop is not None:
+        ax.plot([x[stop]], [median[stop]], "x", color=color, markersize=9, mew=2)
+        ax.annotate("inf/NaN after", (x[stop], median[stop]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7, color=color)
+
+
 def cost_curves(curves: Mapping[str, np.ndarray], epochs: Sequence[int], path: str | Path, *,
                 title: str = "training cost") -> Path:
-    """``curves[name]``: (seeds, logged epochs) costs; median line and min-max band, log y."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for (name, costs), color in zip(curves.items(), TAB10 * 2, strict=False):
-        costs = np.atleast_2d(np.asarray(costs, dtype=float))
-        style = "--" if "clipped" in name else "-"
-        ax.plot(epochs, np.median(costs, axis=0), style, color=color, label=name)
-        ax.fill_between(epochs, costs.min(axis=0), costs.max(axis=0), color=color, alpha=0.15,
-                        linewidth=0)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cost")
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3, which="both")
+    """``curves[name]``: (seeds, logged epochs) costs; median line and min-max band, log y,
+    the legend outside the data, a cross where a line stops."""
+    return cost_panels({"": curves}, epochs, path, title=title)
+
+
+def cost_panels(panels: Mapping[str, Mapping[str, np.ndarray]], epochs: Sequence[int],
+                path: str | Path, *, title: str = "training cost",
+                colors: Mapping[str, tuple[float, float, float]] | None = None) -> Path:
+    """Small multiples: one panel per ``panels`` key, its curves as :func:`cost_curves` draws
+    them; a curve name keeps its color across panels; one legend below the panels."""
+    names = list(dict.fromkeys(n for curves in panels.values() for n in curves))
+    colors = colors or {n: TAB10[i % 10] for i, n in enumerate(names)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.2 * len(panels), 7.5), 3.8),
+                             sharey=True, squeeze=False, layout="constrained")
+    for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
+        for name, costs in curves.items():
+            _line(ax, epochs, costs, name, colors[name], "--" if "clipped" in name else "-")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3, which="both")
+        if panel:
+            ax.set_title(panel, fontsize=10)
+    axes[0][0].set_ylabel("cost")
+    handles: dict[str, Artist] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+                   ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle(title)
     return _save(fig, path)
 
 
