@@ -36,8 +36,7 @@ def _cards_table() -> Table:
     table.add_column("claim of the sources")
     for name in experiments.names():
         try:
-            card = experiments.get(name)
-            table.add_row(name, escape(getattr(card, "summary", None) or card.CLAIM))
+            table.add_row(name, escape(experiments.get(name).summary))
         except ImportError:
             table.add_row(name, "[red](not available)[/]")
     return table
@@ -54,15 +53,14 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
     columns = (TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         _compile_kernels(progress)
-        tasks = {_card_name(card): progress.add_task(_card_title(card)[:28], total=1.0)
-                 for card in cards}
+        tasks = {card.name: progress.add_task(card.title[:28], total=1.0) for card in cards}
         previous: list = []
 
         def on_card(card):
             for task in previous:  # the card before this one has finished
                 progress.update(task, completed=1.0)
-            previous[:] = [tasks[_card_name(card)]]
-            return lambda fraction: progress.update(tasks[_card_name(card)], completed=fraction)
+            previous[:] = [tasks[card.name]]
+            return lambda fraction: progress.update(tasks[card.name], completed=fraction)
 
         try:
             options = {"depth": args.depth} if args.depth else {}
@@ -94,14 +92,6 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
         return 130
     console.print(f"{len(results)} cards in {seconds:.0f} s. Report: {index}")
     return 0
-
-
-def _card_name(card) -> str:
-    return getattr(card, "name", None) or card.NAME
-
-
-def _card_title(card) -> str:
-    return getattr(card, "title", None) or card.TITLE
 
 
 def _compile_kernels(progress) -> None:

@@ -6,6 +6,7 @@ import importlib
 from typing import Any
 
 from initlab._validate import suggest
+from initlab.experiments.card import Card
 
 # card name -> module in this package
 MODULES = {
@@ -18,6 +19,7 @@ MODULES = {
     "fixup": "fixup",
     "lsuv": "lsuv",
     "gradcheck": "gradcheck",
+    "normalization": "normalization",
 }
 
 
@@ -25,15 +27,15 @@ def names() -> list[str]:
     return list(MODULES)
 
 
-def get(name: str) -> Any:
+def get(name: str) -> Card[Any]:
     """The card of a name (its module's ``card``); ValueError with a suggestion if there is
     none."""
     if name not in MODULES:
         raise ValueError(f"unknown card {name!r}{suggest(name, MODULES)}; cards: "
                          f"{', '.join(MODULES)}")
-    module = importlib.import_module(f"initlab.experiments.{MODULES[name]}")
-    return getattr(module, "card", module)
+    card: Card[Any] = importlib.import_module(f"initlab.experiments.{MODULES[name]}").card
+    return card
 
 
-def all_cards() -> list[Any]:
+def all_cards() -> list[Card[Any]]:
     return [get(name) for name in MODULES]

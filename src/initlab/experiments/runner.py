@@ -1,14 +1,13 @@
-"""The card runner: runs cards, checks their claims, and writes a run folder.
-
-A card is a module with ``NAME``, ``TITLE``, ``CLAIM`` (the source's claim in one sentence),
-``WHY`` (two or three sentences for the report) and ``run(ctx) -> CardResult``. It trains all
-its seeds x variants as replicas of one model, and judges every claim on the distribution over
-seeds. The runner writes, into a new folder per run (never overwritten):
+"""The card runner: runs cards (see ``experiments.card``), checks their claims, and writes a
+run folder. Every card trains all its seeds x variants as replicas and judges every claim on
+the distribution over seeds; the runner writes, into a new folder per run (never
+overwritten):
 
     config.json     resolved settings and versions
-    results.json    {"initlab_version", "seeds", "data", "cards": [{"name", "seconds",
-                     "claims": [{"id", "claim", "source_printed", "measured", "verdict"}]}]}
-    tables/*.csv    per-epoch and per-layer tables of each card
+    results.json    {"initlab_version", "seeds", "data", "interrupted", "cards": [{"name",
+                     "seconds", "claims": [{"id", "claim", "source_printed", "measured",
+                     "verdict", "headline", "seeds", "replicas"}], ...}]}
+    tables/*.csv    the cards' tidy tables
     figures/*.png   the cards' figures
 """
 
@@ -28,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 import initlab
-from initlab.experiments.card import Card, ClaimSpec, Run, Size, spread  # noqa: F401
+from initlab.experiments.card import Card, ClaimSpec, Run, Size
 
 Verdict = Literal["holds", "fails", "not run"]
 
@@ -58,28 +57,6 @@ class CardResult:
     seconds: float = 0.0
     summary: str = ""  # the source's claim in one sentence (the card's CLAIM)
     why: str = ""  # two or three sentences on why (the card's WHY)
-
-
-@dataclass
-class Context:
-    """What a card gets: the seeds, its size, where to put figures, the image data choice."""
-
-    seeds: list[int]
-    folder: Path
-    size: Literal["default", "tiny"] = "default"
-    data: str | None = None
-    progress: Callable[[float], None] = lambda fraction: None
-    options: dict[str, Any] = field(default_factory=dict)  # card-specific, such as depth
-
-    @property
-    def tiny(self) -> bool:
-        return self.size == "tiny"
-
-    def figure(self, name: str) -> Path:
-        """Where a card saves a figure (figures/<name>.png)."""
-        path = self.folder / "figures" / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
 
 
 def check(condition: bool | np.bool_) -> Verdict:
@@ -136,16 +113,11 @@ def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def not_run(card: Any) -> CardResult:
+def not_run(card: Card[Any]) -> CardResult:
     """The placeholder of a card that did not finish: every claim 'not run'."""
-    if isinstance(card, Card):
-        return CardResult(card.name, card.title, [Claim(c.id, c.text, c.printed, "", "not run")
-                                                  for c in card.claims],
-                          summary=card.summary, why=card.why)
-    claims = [Claim(cid, text, printed, "", "not run")
-              for cid, text, printed in getattr(card, "CLAIMS", [])]
-    return CardResult(card.NAME, card.TITLE, claims, summary=getattr(card, "CLAIM", ""),
-                      why=getattr(card, "WHY", ""))
+    return CardResult(card.name, card.title, [Claim(c.id, c.text, c.printed, "", "not run")
+                                              for c in card.claims],
+                      summary=card.summary, why=card.why)
 
 
 def run_card(card: Card[Any], folder: Path, *, size: Size = "default", seeds: int | None = None,
@@ -184,11 +156,7 @@ def _judge(spec: ClaimSpec, measured: Any, run: Run) -> Claim:
                  sorted({s for seeds in used for s in seeds}), sum(map(len, used)))
 
 
-def _name(card: Any) -> str:
-    return card.name if isinstance(card, Card) else card.NAME
-
-
-def run_cards(cards: Sequence[Any], *, seeds: int | Sequence[int] | None = None,
+def run_cards(cards: Sequence[Card[Any]], *, seeds: int | Sequence[int] | None = None,
               out: str | Path, size: Size = "default", data: str | None = None,
               on_card: Callable[[Any], Callable[[float], None]] | None = None,
               options: dict[str, Any] | None = None,
@@ -206,12 +174,11 @@ def run_cards(cards: Sequence[Any], *, seeds: int | Sequence[int] | None = None,
         seeds = len(seeds)
     options = dict(options or {})
     for card in cards:  # refuse before anything is written
-        if isinstance(card, Card):
-            card.config(size, seeds, options)
+        card.config(size, seeds, options)
     folder = new_run_folder(out)
     seed_list = list(range(seeds)) if seeds is not None else []
     config = {"seeds": seed_list, "size": size, "data": data, "options": options,
-              "cards": [_name(c) for c in cards], "control": control,
+              "cards": [c.name for c in cards], "control": control,
               "started": datetime.now().isoformat(timespec="seconds"), "versions": _versions()}
     _write_json(folder / "config.json", config)
     results: list[CardResult] = []
@@ -224,17 +191,8 @@ def run_cards(cards: Sequence[Any], *, seeds: int | Sequence[int] | None = None,
         progress = on_card(card) if on_card else (lambda fraction: None)
         start = time.perf_counter()
         try:
-            if isinstance(card, Card):
-                result = run_card(card, folder, size=size, seeds=seeds, data=data,
-                                  progress=progress, options=options, control=control)
-            else:
-                legacy = seed_list or list(range(10))
-                result = card.run(Context(legacy, folder, "tiny" if size == "tiny" else
-                                          "default", data, progress, options))
-                result.summary, result.why = getattr(card, "CLAIM", ""), getattr(card, "WHY",
-                                                                                  "")
-                for claim in result.claims:
-                    claim.seeds, claim.replicas = legacy, 0
+            result = run_card(card, folder, size=size, seeds=seeds, data=data,
+                              progress=progress, options=options, control=control)
         except KeyboardInterrupt:
             interrupted = True
             results.append(not_run(card))
@@ -261,7 +219,7 @@ def _write_results(folder, seeds, data_info, results, cards, interrupted) -> Non
         "data": data_info,
         "interrupted": interrupted,
         "cards": [_card_json(r) for r in results]
-        + [_card_json(not_run(c)) for c in cards if _name(c) not in done],
+        + [_card_json(not_run(c)) for c in cards if c.name not in done],
     }
     _write_json(folder / "results.json", payload)
 

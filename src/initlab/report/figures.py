@@ -5,6 +5,7 @@ saved path."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import matplotlib
@@ -42,7 +43,7 @@ def finish_log_panels(fig, axes, path: str | Path, *, title: str, xlabel: str) -
     return _save(fig, path)
 
 
-def _positive(values: Sequence[float]) -> np.ndarray:
+def _positive(values: Any) -> np.ndarray:
     """Values a log axis can draw: NaN where not finite, not > 0, or so near overflow
     (> 1e300) that the axis's own transform would overflow."""
     v = np.asarray(values, dtype=float)
@@ -152,10 +153,15 @@ def _line(ax, x: Sequence[float], costs: np.ndarray, name: str, color, style: st
     """Median line, min-max band, and a cross where the median stops (overflow/underflow)."""
     costs = np.atleast_2d(np.asarray(costs, dtype=float))
     with np.errstate(invalid="ignore"):
-        median = _positive(np.median(costs, axis=0))
+        _band_line(ax, x, np.median(costs, axis=0), costs.min(axis=0), costs.max(axis=0), name,
+                   color, style)
+
+
+def _band_line(ax, x: Any, middle: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+               name: str, color, style: str = "-") -> None:
+    median = _positive(middle)
     ax.plot(x, median, style, color=color, label=name)
-    ax.fill_between(x, _positive(costs.min(axis=0)), _positive(costs.max(axis=0)), color=color,
-                    alpha=0.15, linewidth=0)
+    ax.fill_between(x, _positive(lo), _positive(hi), color=color, alpha=0.15, linewidth=0)
     stop = _stops(x, median)
     if not np.isfinite(median).any():  # nothing drawable at all: say so in the legend
         ax.plot([], [], "x", color=color, label=f"{name}: not finite, not drawn")
@@ -173,25 +179,56 @@ def cost_curves(curves: Mapping[str, np.ndarray], epochs: Sequence[int], path: s
 
 
 def cost_panels(panels: Mapping[str, Mapping[str, np.ndarray]], epochs: Sequence[int],
-                path: str | Path, *, title: str = "training cost",
+                path: str | Path, *, title: str = "training cost", xlabel: str = "epoch",
                 colors: Mapping[str, tuple[float, float, float]] | None = None) -> Path:
     """Small multiples: one panel per ``panels`` key, its curves as :func:`cost_curves` draws
     them; a curve name keeps its color across panels; one legend below the panels."""
     names = list(dict.fromkeys(n for curves in panels.values() for n in curves))
     colors = colors or {n: TAB10[i % 10] for i, n in enumerate(names)}
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.2 * len(panels), 7.5), 3.8),
-                             sharey=True, squeeze=False, layout="constrained")
-    for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
+    fig, axes = _panels(len(panels))
+    for ax, (panel, curves) in zip(axes, panels.items(), strict=True):
         for name, costs in curves.items():
             _line(ax, epochs, costs, name, colors[name], "--" if "clipped" in name else "-")
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3, which="both")
-        if panel:
-            ax.set_title(panel, fontsize=10)
-    axes[0][0].set_ylabel("cost")
+        _finish_panel(ax, panel, xlabel)
+    axes[0].set_ylabel("cost")
+    return _legend_below(fig, axes, title, path)
+
+
+def band_panels(panels: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                path: str | Path, *, xlabel: str, ylabel: str, title: str,
+                sharey: bool = True) -> Path:
+    """Small multiples of per-layer curves: ``panels[panel][name] = {"mean", "min", "max"}``
+    over layers 1, 2, ...; log y, a cross where a curve stops, one legend below."""
+    names = list(dict.fromkeys(n for curves in panels.values() for n in curves))
+    colors = {n: TAB10[i % 10] for i, n in enumerate(names)}
+    fig, axes = _panels(len(panels), sharey)
+    for ax, (panel, curves) in zip(axes, panels.items(), strict=True):
+        for name, c in curves.items():
+            x = np.arange(1, len(c["mean"]) + 1)
+            _band_line(ax, x, np.asarray(c["mean"], float), np.asarray(c["min"], float),
+                       np.asarray(c["max"], float), name, colors[name])
+        _finish_panel(ax, panel, xlabel)
+    axes[0].set_ylabel(ylabel)
+    return _legend_below(fig, axes, title, path)
+
+
+def _panels(n: int, sharey: bool = True):
+    fig, axes = plt.subplots(1, n, figsize=(max(4.2 * n, 7.5), 3.8), sharey=sharey,
+                             squeeze=False, layout="constrained")
+    return fig, list(axes[0])
+
+
+def _finish_panel(ax, panel: str, xlabel: str) -> None:
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3, which="both")
+    if panel:
+        ax.set_title(panel, fontsize=10)
+
+
+def _legend_below(fig, axes, title: str, path: str | Path) -> Path:
     handles: dict[str, Artist] = {}
-    for ax in axes[0]:
+    for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     if handles:
