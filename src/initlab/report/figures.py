@@ -5,8 +5,8 @@ saved path."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
