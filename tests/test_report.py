@@ -209,7 +209,7 @@ def test_the_first_screen_lists_failing_claims_first_with_seeds_and_contents(tmp
     assert "headline 2" in first and "2 ± 0.8165" not in first  # the evidence waits below
     nav = page[page.index("<nav>"):page.index("</nav>")]
     assert 'href="#a"' in nav and 'href="#b"' in nav and "1 fails, 1 holds" in nav
-    assert page.index("<nav>") < page.index('<h2 id="a">')
+    assert page.index("<nav>") < page.index('<table id="verdicts">')  # on the first screen
     assert "&lt;" not in _card("x", []).title  # (a sanity check of the helper)
 
 

@@ -73,9 +73,11 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
     _, index = render(folder)
     from initlab.report.render import VERDICTS, seeds_text
 
-    table = Table(title="claims of the sources, failing first (evidence: the report)")
-    for column in ("verdict", "claim", "headline", "seeds"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="claims of the sources, failing first (the evidence: in the report)")
+    table.add_column("verdict")
+    table.add_column("claim", max_width=44, no_wrap=True, overflow="ellipsis")
+    table.add_column("headline", overflow="fold")
+    table.add_column("seeds", max_width=12, overflow="fold")
     colors = {"holds": "green", "fails": "red", "not run": "dim"}
     claims = sorted((c for r in results for c in r.claims),
                     key=lambda c: VERDICTS.index(c.verdict))
