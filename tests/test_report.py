@@ -266,9 +266,31 @@ def test_cost_panels_mark_where_a_line_stops_and_keep_the_legend_off_the_data(tm
     a, b = fig.axes[:2]
     crosses = [line for line in a.get_lines() if line.get_marker() == "x"]
     assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [1]  # he stops after epoch 1
-    assert any("inf/NaN" in t.get_text() for t in a.texts)
+    assert [t.get_text() for t in a.texts] == ["overflow"]  # inf came next
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "he", "fixup", "he: not finite, not drawn"]
     assert a.get_legend() is None and b.get_legend() is None  # one legend, outside the axes
     colors = {line.get_label(): line.get_color() for ax in (a, b) for line in ax.get_lines()}
     assert colors["he"] != colors["fixup"]
+
+
+def test_band_curves_mark_an_overflow_and_an_underflow_and_keep_the_legend_outside(
+        tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from initlab.report import figures
+
+    drawn = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (drawn.append(fig), real_close(fig)))
+    up = np.array([1.0, 1e20, np.inf, np.inf])
+    down = np.array([1.0, 1e-20, 0.0, 0.0])
+    figures.band_curves({"up": {"mean": up, "min": up, "max": up},
+                         "down": {"mean": down, "min": down, "max": down}},
+                        tmp_path / "b.png", first_layer=1, ylabel="std", title="t")
+    ax = drawn[0].axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["overflow", "underflow"]
+    crosses = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert sorted(float(c.get_xdata()[0]) for c in crosses) == [2.0, 2.0]  # layer 2: the last
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # right of the axes

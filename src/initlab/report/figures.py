@@ -94,14 +94,30 @@ def band_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str |
         if curve.get("theory") is not None:
             ax.plot(layers, _positive(curve["theory"]), "--", color=color, alpha=0.8,
                     linewidth=1)
+        _mark_stop(ax, layers, np.asarray(curve["mean"], dtype=float), color)
     ax.set_yscale("log")
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     if curves:  # a figure may have no curve left, e.g. when every variant broke
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.grid(alpha=0.3, which="both")
     return _save(fig, path)
+
+
+def _mark_stop(ax, x: Any, raw: np.ndarray, color) -> None:
+    """A cross where a log-axis line stops, named by what came next: an overflow (inf or
+    > 1e300), an underflow (0) or NaN."""
+    drawn = _positive(raw)
+    stop = _stops(x, drawn)
+    if stop is None:
+        return
+    after = raw[stop + 1]
+    what = ("overflow" if np.isinf(after) or after >= 1e300 else "underflow" if after == 0
+            else "NaN after")
+    ax.plot([x[stop]], [drawn[stop]], "x", color=color, markersize=8, mew=2)
+    ax.annotate(what, (x[stop], drawn[stop]), textcoords="offset points", xytext=(4, 4),
+                fontsize=7, color=color)
 
 
 def histogram_image(counts: np.ndarray, path: str | Path, *, ylabel: str = "layer",
@@ -162,13 +178,10 @@ def _band_line(ax, x: Any, middle: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     median = _positive(middle)
     ax.plot(x, median, style, color=color, label=name)
     ax.fill_between(x, _positive(lo), _positive(hi), color=color, alpha=0.15, linewidth=0)
-    stop = _stops(x, median)
     if not np.isfinite(median).any():  # nothing drawable at all: say so in the legend
         ax.plot([], [], "x", color=color, label=f"{name}: not finite, not drawn")
-    elif stop is not None:
-        ax.plot([x[stop]], [median[stop]], "x", color=color, markersize=9, mew=2)
-        ax.annotate("inf/NaN after", (x[stop], median[stop]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7, color=color)
+    else:
+        _mark_stop(ax, x, np.asarray(middle, dtype=float), color)
 
 
 def cost_curves(curves: Mapping[str, np.ndarray], epochs: Sequence[int], path: str | Path, *,
