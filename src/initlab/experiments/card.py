@@ -194,6 +194,7 @@ class Run:
     data: str | None = None
     progress: Callable[[float], None] = lambda fraction: None
     data_used: str = ""  # what data the card used, in words, where it depends on the run
+    schemes_done: dict[str, Any] = field(default_factory=dict)  # variant -> what it returned
 
     @property
     def seeds(self) -> list[int]:
@@ -218,13 +219,14 @@ class Run:
 
     def apply_schemes(self, model: Sequential, X: np.ndarray) -> Sequential:
         """Apply every variant's scheme to that variant's replicas (X: per-replica inputs,
-        (R, n, d), or one shared (n, d) batch)."""
+        (R, n, d), or one shared (n, d) batch); what each scheme returns (LSUV: its report)
+        is kept in ``schemes_done[variant]``."""
         for name, variant in self.variants.items():
             index = model.select(variant=name)
             if variant.scheme is None or not index:
                 continue
             sub = model.take(index)
-            variant.scheme(sub, X[index] if X.ndim == 3 else X)
+            self.schemes_done[name] = variant.scheme(sub, X[index] if X.ndim == 3 else X)
             model.put(index, sub)
         return model
 

@@ -98,18 +98,6 @@ def _pre_activation_std(model: Sequential, X: np.ndarray) -> np.ndarray:
     return np.array(stds).T
 
 
-def _apply_lsuv(run: Run, model: Sequential, probe: np.ndarray) -> int | None:
-    """Run.apply_schemes, keeping what the LSUV scheme reports (apply_schemes drops it)."""
-    scheme = run.variants["lsuv"].scheme
-    if scheme is None:
-        return None
-    index = model.select(variant="lsuv")
-    sub = model.take(index)
-    report = scheme(sub, probe)
-    model.put(index, sub)
-    return int(report.iterations.max())
-
-
 @card.measure
 def measure(run: Run) -> Measured:
     cfg: Settings = run.cfg
@@ -119,7 +107,9 @@ def measure(run: Run) -> Measured:
     run.data_used = f"{split.name} ({split.source}), standardised with the training mean and std"
     probe = X[:PROBE]
     model = _model().build(X.shape[1], **run.sweep())
-    iterations = _apply_lsuv(run, model, probe)
+    run.apply_schemes(model, probe)
+    report = run.schemes_done.get("lsuv")  # None under the control: no scheme ran
+    iterations = None if report is None else int(report.iterations.max())
     std = _pre_activation_std(model, probe)
     run.progress(0.1)
     model.fit(X, y, learning_rate=LEARNING_RATE, epochs=cfg.epochs, batch_size=BATCH,
