@@ -100,3 +100,60 @@ def test_an_interrupted_reproduce_says_so_and_exits_130(tmp_path, capsys, monkey
     assert "Interrupted: 0 of 1 cards finished" in capsys.readouterr().out
     (folder,) = tmp_path.iterdir()
     assert json.loads((folder / "results.json").read_text())["interrupted"] is True
+
+
+# --- the boundary: every bad input a clear message, exit 2, nothing half-written ----------
+
+def test_out_that_is_a_file_is_refused_before_anything_is_written(tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("not a folder")
+    assert main(["run", "logistic", "--size", "tiny", "--out", str(target)]) == 2
+    out = capsys.readouterr().out
+    assert "--out must be a folder" in out and "a-file" in out and "Traceback" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_out_that_is_a_run_gets_a_sibling_run_not_a_nested_one(tmp_path):
+    assert main(["run", "logistic", "--size", "tiny", "--out", str(tmp_path)]) == 0
+    (first,) = tmp_path.iterdir()
+    assert main(["run", "logistic", "--size", "tiny", "--out", str(first)]) == 0
+    runs = sorted(p for p in tmp_path.iterdir())
+    assert len(runs) == 2 and all((p / "results.json").is_file() for p in runs)
+    assert not [p for p in first.iterdir() if p.name.startswith("run-")]
+
+
+def test_an_unwritable_out_is_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert main(["run", "logistic", "--size", "tiny", "--out", str(tmp_path / "ro")]) == 2
+    out = capsys.readouterr().out
+    assert "cannot write" in out and "Read-only file system" in out and "ro" in out
+
+
+def test_bad_numbers_are_refused_naming_the_argument_and_the_value(tmp_path, capsys):
+    for argv, message in ((["run", "fixup", "--depth", "-5"], "--depth must be >= 1"),
+                          (["run", "fixup", "--depth", "0"], "got --depth 0"),
+                          (["run", "moons", "--depth", "5"], "--depth applies to the fixup"),
+                          (["gradcheck", "--samples", "0"], "--samples must be >= 1"),
+                          (["gradcheck", "--samples", "-1"], "got --samples -1")):
+        extra = ["--out", str(tmp_path)] if argv[0] == "run" else []
+        assert main([*argv, *extra]) == 2, argv
+        out = capsys.readouterr().out
+        assert message in out and "Traceback" not in out, (argv, out)
+    assert not list(tmp_path.iterdir()), "refused before any run folder is created"
+
+
+def test_report_of_an_empty_results_file_names_the_file(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("{}")
+    assert main(["report", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "results.json" in out and "not an initlab results file" in out
+
+
+def test_list_prints_bracketed_text_as_text(capsys):
+    assert main(["list", "trunc_normal_abs"]) == 0
+    assert "[a, b]" in capsys.readouterr().out

@@ -21,7 +21,8 @@ def _list(args: argparse.Namespace, console: Console) -> int:
     table.add_column("aliases")
     table.add_column("what it draws")
     for name in initializers.available(args.pattern):
-        table.add_row(name, ", ".join(initializers.aliases_of(name)), initializers.describe(name))
+        table.add_row(name, escape(", ".join(initializers.aliases_of(name))),
+                      escape(initializers.describe(name)))  # "[a, b]" is text, not markup
     console.print(table)
     if args.pattern == "*":
         console.print(_cards_table())
@@ -50,6 +51,12 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1; got --seeds {args.seeds}")
+    if args.depth is not None:
+        if args.depth < 1:
+            raise ValueError(f"--depth must be >= 1 (residual blocks); got --depth {args.depth}")
+        if not any(hasattr(card.sizes["default"], "depth") for card in cards):
+            raise ValueError(f"--depth applies to the fixup card only; got --depth "
+                             f"{args.depth} with {', '.join(card.name for card in cards)}")
     columns = (TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         _compile_kernels(progress)
@@ -63,7 +70,7 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
             return lambda fraction: progress.update(tasks[card.name], completed=fraction)
 
         try:
-            options = {"depth": args.depth} if args.depth else {}
+            options = {"depth": args.depth} if args.depth is not None else {}
             folder, results = run_cards(cards, seeds=args.seeds, out=args.out,
                                         size=args.size, data=args.data, on_card=on_card,
                                         options=options)
@@ -175,6 +182,11 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
 
 def _gradcheck(args: argparse.Namespace, console: Console) -> int:
     from initlab.experiments.gradcheck import check_all
+
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1; got --samples {args.samples}")
+    if not args.tol > 0:
+        raise ValueError(f"--tol must be > 0; got --tol {args.tol}")
 
     table = Table(title=f"gradient check: {args.layers} network, {args.samples} samples, "
                         f"central differences, float64 (tolerance {args.tol:g})")
@@ -468,6 +480,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args, console)
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]initlab {args.command}: {escape(str(err))}[/]")
+        return 2
+    except OSError as err:  # a folder that cannot be written, a disk that is full
+        where = f" {err.filename}" if err.filename else ""
+        console.print(f"[red]initlab {args.command}: cannot write{escape(where)}: "
+                      f"{escape(err.strerror or str(err))}[/]")
         return 2
 
 

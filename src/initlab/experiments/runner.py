@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -71,9 +72,25 @@ def stats(values: Any) -> dict[str, float]:
             "max": float(np.max(v))}
 
 
-def new_run_folder(root: str | Path) -> Path:
-    """root/run-YYYYmmdd-HHMMSS (with -2, -3... if taken): a run never overwrites another."""
+def check_out(root: str | Path) -> Path:
+    """The folder runs go under, refused before anything is created when it cannot be: a
+    regular file, or a folder that cannot be written. A run folder given as ``root`` puts the
+    new run beside it, never inside it."""
     root = Path(root)
+    if (root / "results.json").is_file() or (root / "config.json").is_file():
+        root = root.parent  # a run folder: its sibling, not a run nested in a run
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"--out must be a folder; got --out {root}, and {existing} is a file")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {root} cannot be written ({existing} is not writable)")
+    return root
+
+
+def new_run_folder(root: str | Path) -> Path:
+    """root/run-YYYYmmdd-HHMMSS (with -2, -3... if taken): a run never overwrites another; a
+    run folder as ``root`` gets a sibling (see :func:`check_out`)."""
+    root = check_out(root)
     stamp = datetime.now().strftime("run-%Y%m%d-%H%M%S")
     folder, k = root / stamp, 2
     while folder.exists():
@@ -175,6 +192,7 @@ def run_cards(cards: Sequence[Card[Any]], *, seeds: int | Sequence[int] | None =
     options = dict(options or {})
     for card in cards:  # refuse before anything is written
         card.config(size, seeds, options)
+    check_out(out)
     folder = new_run_folder(out)
     seed_list = list(range(seeds)) if seeds is not None else []
     config = {"seeds": seed_list, "size": size, "data": data, "options": options,
