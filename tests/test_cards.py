@@ -77,3 +77,10 @@ def test_seeds_beyond_a_cards_maximum_are_refused(tmp_path):
     with pytest.raises(ValueError, match="at most 3 seeds; got seeds=4"):
         runner.run_cards([limited], seeds=4, out=tmp_path)
     assert not list(tmp_path.iterdir()), "refused before any folder is written"
+
+
+@pytest.mark.parametrize("card", CARDS, ids=lambda c: c.name)
+def test_a_card_runs_with_one_seed(card, tmp_path):
+    _, (result,) = runner.run_cards([card], seeds=1, out=tmp_path, size="tiny")
+    for claim in result.claims:
+        assert claim.verdict in ("holds", "fails") and claim.seeds == [0], claim

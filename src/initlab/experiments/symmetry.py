@@ -110,9 +110,10 @@ def _train(run: Run, widths: Sequence[int], hidden: str, variants: Mapping[str, 
     model.fit(X, y, learning_rate=cfg.learning_rate, epochs=cfg.epochs, log_every=cfg.log_every)
     distinct = np.array([[distinct_units(layer.params["W"][r], layer.params["b"][r], RTOL)
                           for layer in model.layers[:-1]] for r in range(len(labels))])
+    # atleast_1d: a single replica (one variant, one seed) evaluates to plain numbers
     return Training(labels, model, np.array(model.history["cost"]), model.history["epoch"],
-                    distinct, model.evaluate(X, y)["accuracy"],
-                    model.evaluate(X_test, y_test)["accuracy"], X_test)
+                    distinct, np.atleast_1d(model.evaluate(X, y)["accuracy"]),
+                    np.atleast_1d(model.evaluate(X_test, y_test)["accuracy"]), X_test)
 
 
 def collapse(model: Sequential, replicas: Sequence[int]) -> Sequential:
@@ -160,7 +161,9 @@ def measure(run: Run) -> Measured:
         index = t.model.select(variant=name)
         wide_p = t.model.take(index).predict(t.X_test[index])
         small_p = collapse(t.model, index).predict(t.X_test[index])
-        m.collapse_gap[name] = np.max(np.abs(wide_p - small_p), axis=(1, 2))
+        # (one replica: predict drops the replica axis, so reshape rather than index axes)
+        gap = np.abs(wide_p - small_p).reshape(len(index), -1)
+        m.collapse_gap[name] = np.max(gap, axis=1)
     return m
 
 
