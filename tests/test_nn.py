@@ -349,3 +349,12 @@ def test_bad_data_is_named():
         Sequential([Dense(3, "softmax")]).compile("softmax_crossentropy").fit(X, y + 5)
     with pytest.raises(ValueError, match="disagree"):
         _moons_net().build(2, rng=[0, 1], variants=["he", "he", "he"])
+
+
+def test_fit_and_evaluate_on_no_samples_name_the_shape():
+    model = Sequential([Dense(3, "relu"), Dense(1, "sigmoid")]).compile("binary_crossentropy")
+    model.build(2, rng=0)
+    for call in (lambda: model.fit(np.zeros((0, 2)), np.zeros(0), epochs=1),
+                 lambda: model.evaluate(np.zeros((0, 2)), np.zeros(0))):
+        with pytest.raises(ValueError, match=r"X has no samples; got X.shape=\(0, 2\)"):
+            call()

@@ -348,6 +348,8 @@ class Sequential:
         if X.ndim not in (2, 3):
             raise ValueError(f"X must be (n_samples, n_features) or, one per replica, "
                              f"(replicas, n_samples, n_features); got X.shape={X.shape}")
+        if X.shape[-2] == 0:
+            raise ValueError(f"X has no samples; got X.shape={X.shape}")
         if not np.all(np.isfinite(X)):
             raise ValueError(f"X contains {np.count_nonzero(~np.isfinite(X))} NaN or inf values")
         if not self.replicas:
