@@ -142,3 +142,45 @@ def test_workers_never_fork_and_default_to_one_process():
         np.testing.assert_allclose(a, b, rtol=1e-12)
     np.testing.assert_allclose(alone.optimizer.state[0]["velocity"],
                                split.optimizer.state[0]["velocity"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["binary_crossentropy", "mse"])
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
+def test_divergence_is_data_and_one_warning_in_words(loss, engine):
+    import warnings
+
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(100, noise=0.2, random_state=0)
+    model = Sequential([Dense(8, "relu"), Dense(1, "sigmoid" if "cross" in loss else "linear")])
+    model.compile(loss).build(2, rng=[np.random.SeedSequence(s) for s in range(3)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, y, learning_rate=1e6, epochs=20, log_every=1, engine=engine)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "encountered" in m], messages  # no raw numpy warnings
+    (message,) = messages
+    assert "diverged" in message and "learning rate 1e+06" in message and "epoch" in message
+    diverged = model.history["diverged"]
+    assert len(diverged) == 3 and all(d >= 0 for d in diverged)
+    costs = np.array(model.history["cost"])
+    for r, epoch in enumerate(diverged):
+        row = model.history["epoch"].index(epoch)
+        bad = ~np.isfinite(costs[row, r]) or costs[row, r] > 1e3 * costs[0, r]
+        assert bad and all(np.isfinite(costs[k, r]) and costs[k, r] <= 1e3 * costs[0, r]
+                           for k in range(row))  # the first such epoch
+    assert model.take([1]).history["diverged"] == [diverged[1]]
+
+
+def test_a_healthy_fit_records_no_divergence_and_warns_nothing():
+    import warnings
+
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(100, noise=0.2, random_state=0)
+    model = Sequential([Dense(8, "relu"), Dense(1, "sigmoid")]).compile("binary_crossentropy")
+    model.build(2, rng=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(X, y, learning_rate=0.1, epochs=50, log_every=10)
+    assert model.history["diverged"] == [-1]

@@ -215,6 +215,8 @@ class Sequential:
                        "step": list(self.history["step"]),
                        "engine": list(self.history["engine"]),
                        "cost": [c[index] for c in self.history["cost"]]}
+        if "diverged" in self.history:
+            sub.history["diverged"] = [self.history["diverged"][i] for i in index]
         sub.forward_hooks, sub.backward_hooks = [], []
         sub.traces, sub.grads = [], []
         sub.optimizer = optimizers.take_state(self.optimizer, index)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -64,21 +65,58 @@ def fit(model: Sequential, X: Any, y: Any, *, learning_rate: float | None = None
     chosen = choose_engine(model, engine, callbacks)
     model.history["engine"].append(chosen)
     plan = Plan(n_steps, per_epoch, batch, int(log_every or 0), shuffle, verbose)
-    if chosen == "numba":
-        run_compiled(model, Xp, yp, plan, threads=workers)
-        return model
-    n_workers = _workers(workers, model.replicas)
-    if n_workers > 1:
-        from initlab.nn import parallel
+    before = divergence(model.history, model.replicas)
+    # a diverging replica is data (history["diverged"], one warning below), not a storm of
+    # numpy's overflow warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if chosen == "numba":
+            run_compiled(model, Xp, yp, plan, threads=workers)
+        elif (n_workers := _workers(workers, model.replicas)) > 1:
+            from initlab.nn import parallel
 
-        parallel.fit_in_workers(model, Xp, yp, plan, n_workers)
-        return model
-    with contextlib.ExitStack() as stack:
-        for callback in callbacks:  # a callback that is a context manager spans the fit
-            if hasattr(callback, "__enter__"):
-                stack.enter_context(callback)  # type: ignore[arg-type]
-        run_numpy(model, Xp, yp, plan, callbacks)
+            parallel.fit_in_workers(model, Xp, yp, plan, n_workers)
+        else:
+            with contextlib.ExitStack() as stack:
+                for callback in callbacks:  # a callback that is a context manager spans fit
+                    if hasattr(callback, "__enter__"):
+                        stack.enter_context(callback)  # type: ignore[arg-type]
+                run_numpy(model, Xp, yp, plan, callbacks)
+    _report_divergence(model, before)
     return model
+
+
+DIVERGED = 1e3  # a logged cost above this many times the first one counts as diverged
+
+
+def divergence(history: dict[str, list], replicas: int) -> np.ndarray:
+    """Per replica, the first logged epoch whose cost is not finite or above ``DIVERGED``
+    times the first logged cost; -1 where there is none."""
+    out = np.full(replicas, -1)
+    if not history["cost"]:
+        return out
+    costs = np.array(history["cost"], dtype=float).reshape(len(history["cost"]), -1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ~np.isfinite(costs) | (costs > DIVERGED * np.abs(costs[0]))
+    first = np.argmax(bad, axis=0)
+    epochs = np.asarray(history["epoch"])
+    return np.where(bad.any(axis=0), epochs[first], -1)
+
+
+def _report_divergence(model: Sequential, before: np.ndarray) -> None:
+    """Keep each replica's divergence epoch in ``history["diverged"]``; one warning, in
+    words, for the replicas that diverged in this fit."""
+    now = divergence(model.history, model.replicas)
+    model.history["diverged"] = now.tolist()
+    new = np.flatnonzero((now >= 0) & (before < 0))
+    if not new.size:
+        return
+    lr = getattr(model.optimizer, "learning_rate", None)
+    first = ", ".join(f"replica {r} at epoch {now[r]}" for r in new[:3])
+    more = f" and {new.size - 3} more" if new.size > 3 else ""
+    warnings.warn(f"{new.size} of {model.replicas} replicas diverged (the cost became "
+                  f"non-finite or over {DIVERGED:g} times its first logged value): {first}"
+                  f"{more}, learning rate {lr:g}; model.history['diverged'] has every "
+                  f"replica's epoch (-1: none)", RuntimeWarning, stacklevel=3)
 
 
 class Plan:
