@@ -97,7 +97,9 @@ def test_an_interrupted_reproduce_says_so_and_exits_130(tmp_path, capsys, monkey
 
     monkeypatch.setattr(gradcheck.card, "measure_fn", interrupted)
     assert main(["run", "gradcheck", "--out", str(tmp_path)]) == 130
-    assert "Interrupted: 0 of 1 cards finished" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 of 1 cards finished" in out and "Interrupted after" in out
+    assert "during card gradcheck" in out  # where, and how long, not "(0 s)"
     (folder,) = tmp_path.iterdir()
     assert json.loads((folder / "results.json").read_text())["interrupted"] is True
 
@@ -157,3 +159,15 @@ def test_report_of_an_empty_results_file_names_the_file(tmp_path, capsys):
 def test_list_prints_bracketed_text_as_text(capsys):
     assert main(["list", "trunc_normal_abs"]) == 0
     assert "[a, b]" in capsys.readouterr().out
+
+
+def test_an_interrupt_while_compiling_says_so_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from initlab.nn import kernels
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kernels, "warm_up", interrupted)
+    assert main(["run", "logistic", "--out", str(tmp_path)]) == 130
+    assert "while compiling the kernels" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())

@@ -57,9 +57,21 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
         if not any(hasattr(card.sizes["default"], "depth") for card in cards):
             raise ValueError(f"--depth applies to the fixup card only; got --depth "
                              f"{args.depth} with {', '.join(card.name for card in cards)}")
+    import time
+
+    from initlab.experiments.runner import check_out
+
+    check_out(args.out)  # refuse a bad --out before compiling anything
+    start = time.perf_counter()
+    current: list[str] = []  # the card running now
     columns = (TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        _compile_kernels(progress)
+        try:
+            _compile_kernels(progress)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]Interrupted after {time.perf_counter() - start:.0f} s, "
+                          f"while compiling the kernels: no card ran, nothing was written.[/]")
+            return 130
         tasks = {card.name: progress.add_task(card.title[:28], total=1.0) for card in cards}
         previous: list = []
 
@@ -67,6 +79,7 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
             for task in previous:  # the card before this one has finished
                 progress.update(task, completed=1.0)
             previous[:] = [tasks[card.name]]
+            current[:] = [card.name]
             return lambda fraction: progress.update(tasks[card.name], completed=fraction)
 
         try:
@@ -93,13 +106,19 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
                       escape(claim.headline or claim.measured),
                       seeds_text({"seeds": claim.seeds, "replicas": claim.replicas}))
     console.print(table)
-    seconds = sum(r.seconds for r in results)
+    wall = time.perf_counter() - start
     finished = sum(1 for r in results if any(c.verdict != "not run" for c in r.claims))
-    if json.loads((folder / "results.json").read_text()).get("interrupted"):
-        console.print(f"[yellow]Interrupted: {finished} of {len(results)} cards finished "
-                      f"({seconds:.0f} s); the rest are marked 'not run'.[/] Report: {index}")
+    payload = json.loads((folder / "results.json").read_text())
+    images = payload.get("data", {}).get("images")
+    if images:
+        console.print(f"Image data: {escape(images)}")
+    if payload.get("interrupted"):
+        where = f" during card {current[0]}" if current else ""
+        console.print(f"[yellow]Interrupted after {wall:.0f} s{where}: {finished} of "
+                      f"{len(results)} cards finished; the rest are marked 'not run'.[/] "
+                      f"Report: {index}")
         return 130
-    console.print(f"{len(results)} cards in {seconds:.0f} s. Report: {index}")
+    console.print(f"{len(results)} cards in {wall:.0f} s. Report: {index}")
     return 0
 
 
