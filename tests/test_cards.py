@@ -84,3 +84,24 @@ def test_a_card_runs_with_one_seed(card, tmp_path):
     _, (result,) = runner.run_cards([card], seeds=1, out=tmp_path, size="tiny")
     for claim in result.claims:
         assert claim.verdict in ("holds", "fails") and claim.seeds == [0], claim
+
+
+def test_a_cards_warnings_go_into_its_notes_not_the_console(tmp_path, recwarn):
+    import warnings
+
+    from initlab.experiments.card import Config, Control, Outcome, Variant, sizes
+
+    card = Card("warns", title="t", claim="c", why="w", sizes=sizes(Config(seeds=1)),
+                variants={"v": Variant("zeros")}, control=Control(()))
+
+    @card.measure
+    def measure(run):
+        warnings.warn("replica 0 diverged at epoch 3", RuntimeWarning)
+        warnings.warn("replica 0 diverged at epoch 3", RuntimeWarning)  # once in the notes
+        return 1
+
+    card.claim("w.0", "a claim", printed="p")(lambda m: Outcome(True, "h"))
+    _, (result,) = runner.run_cards([card], out=tmp_path)
+    assert result.notes == ["Warning while measuring: RuntimeWarning: replica 0 diverged at "
+                            "epoch 3"]
+    assert not [w for w in recwarn if "diverged" in str(w.message)]

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -149,7 +150,11 @@ def run_card(card: Card[Any], folder: Path, *, size: Size = "default", seeds: in
         cfg = dataclasses.replace(cfg, **card.control.config)
     run = Run(card, cfg, variants, data, progress)
     assert card.measure_fn is not None, f"card {card.name!r} declares no measure step"
-    measured = card.measure_fn(run)
+    # a card's warnings (a replica that diverged, as He at depth does in E7) are part of its
+    # results: kept in its notes, not printed over the progress bars
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        measured = card.measure_fn(run)
     claims = [_judge(spec, measured, run) for spec in card.claims]
     tables = {name: fn(measured) for name, fn in card.tables.items()}
     figures = []
@@ -159,7 +164,9 @@ def run_card(card: Card[Any], folder: Path, *, size: Size = "default", seeds: in
         draw(measured, path)
         figures.append(str(path.relative_to(folder)))
     progress(1.0)
-    return CardResult(card.name, card.title, claims, tables, figures, card.notes_fn(measured),
+    seen = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    notes = card.notes_fn(measured) + [f"Warning while measuring: {text}" for text in seen]
+    return CardResult(card.name, card.title, claims, tables, figures, notes,
                       data=run.data_used or card.data, images=run.data_used,
                       summary=card.summary, why=card.why)
 
