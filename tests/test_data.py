@@ -69,7 +69,7 @@ GOOD = idx_bytes(np.arange(6, dtype=np.uint8).reshape(2, 3))
     (b"\x00\x00\x07\x02" + GOOD[4:], "bad magic number 00000702"),  # no such type code
     (GOOD[:10], r"truncated header \(10 bytes for 2 dims\)"),
     (GOOD[:-1], r"is truncated: dims \(2, 3\) need 18 bytes, file has 17"),
-    (GOOD + b"\x00", r"longer than its header says: dims \(2, 3\) need 18 bytes, file has 19"),
+    (GOOD + b"\x00", r"longer than its header says: dims \(2, 3\) need 18 bytes, file has"),
     (b"", "bad magic number empty"),
     (b"\x00\x00", "bad magic number 0000"),
 ])
@@ -82,6 +82,43 @@ def test_read_idx_errors_say_what_is_wrong(tmp_path, payload, message, suffix):
     assert isinstance(err.value, ValueError)
 
 
+def test_read_idx_says_how_much_longer_the_file_is(tmp_path):
+    path = write(tmp_path / "long.idx", GOOD + b"\x00")
+    with pytest.raises(IDXError) as err:
+        read_idx(path)
+    assert str(err.value) == (f"{path} is longer than its header says: dims (2, 3) need 18 "
+                              f"bytes, file has 19")
+    # a gzipped file is read no further than one byte past what its header announces
+    path = write(tmp_path / "long.idx.gz", GOOD + b"\x00" * 100)
+    with pytest.raises(IDXError) as err:
+        read_idx(path)
+    assert str(err.value) == (f"{path} is longer than its header says: dims (2, 3) need 18 "
+                              f"bytes, file has more when decompressed (reading stopped at 19 "
+                              f"bytes)")
+
+
+def test_read_idx_stops_a_gzip_that_inflates_far_past_its_header(tmp_path):
+    # a gzip bomb: a valid header for 10 images of 28x28, then 64 MiB of zeros, which
+    # compress to a few hundred kB
+    path = tmp_path / "bomb.idx.gz"
+    with gzip.open(path, "wb", compresslevel=1) as handle:
+        handle.write(idx_bytes(np.zeros((10, 28, 28), np.uint8)))
+        for _ in range(64):
+            handle.write(bytes(2**20))
+    assert path.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(IDXError) as err:
+            read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20  # reading it all would hold 64 MiB at least
+    assert str(err.value) == (f"{path} is longer than its header says: dims (10, 28, 28) need "
+                              f"7856 bytes, file has more when decompressed (reading stopped "
+                              f"at 7857 bytes)")
+
+
 def test_read_idx_a_corrupt_gzip_is_an_idx_error(tmp_path):
     path = tmp_path / "bad.idx.gz"
     path.write_bytes(GOOD)  # not gzipped
@@ -92,11 +129,17 @@ def test_read_idx_a_corrupt_gzip_is_an_idx_error(tmp_path):
     (tmp_path / "cut.idx.gz").write_bytes(cut[:-10])  # stream ends early
     with pytest.raises(IDXError, match="cannot read IDX file"):
         read_idx(tmp_path / "cut.idx.gz")
+    packed = bytearray(gzip.compress(idx_bytes(np.arange(200, dtype=np.uint8))))
+    packed[12:15] = b"\x07\x07\x07"  # the deflate data, after the 10-byte gzip header
+    (tmp_path / "garbled.idx.gz").write_bytes(packed)
+    with pytest.raises(IDXError, match="cannot read IDX file .*garbled.idx.gz: Error -3"):
+        read_idx(tmp_path / "garbled.idx.gz")
 
 
 @pytest.mark.parametrize("dims", [(2**31, 28, 28), (2**32 - 1, 2**32 - 1, 2**32 - 1)])
-def test_read_idx_checks_announced_size_before_allocating(tmp_path, dims):
-    path = write(tmp_path / "huge.idx", idx_bytes(np.zeros(10, np.uint8), dims=dims))
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx_checks_announced_size_before_allocating(tmp_path, dims, suffix):
+    path = write(tmp_path / ("huge.idx" + suffix), idx_bytes(np.zeros(10, np.uint8), dims=dims))
     tracemalloc.start()
     try:
         with pytest.raises(IDXError, match="truncated"):
@@ -155,6 +198,37 @@ def test_load_idx_dir_names_the_missing_file(tmp_path):
         load_idx_dir(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_idx_dir(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("empty", [("train-images-idx3-ubyte",),
+                                   ("train-images-idx3-ubyte", "train-labels-idx1-ubyte.gz"),
+                                   ("t10k-labels-idx1-ubyte",)])
+def test_load_idx_dir_names_a_file_with_no_items(tmp_path, empty):
+    arrays = _mnist_folder(tmp_path)
+    for name in empty:
+        shape = (0, *arrays[name.removesuffix(".gz")].shape[1:])
+        write(tmp_path / name, idx_bytes(np.zeros(shape, np.uint8)))
+    path = tmp_path / empty[0]
+    with pytest.raises(IDXError) as err:
+        load_idx_dir(tmp_path)
+    assert str(err.value) == f"{path} has 0 items (dims {(0, *arrays[empty[0]].shape[1:])})"
+
+
+def test_load_idx_dir_names_a_file_whose_items_hold_nothing(tmp_path):
+    _mnist_folder(tmp_path)
+    write(tmp_path / "train-images-idx3-ubyte", idx_bytes(np.zeros((5, 0, 3), np.uint8)))
+    with pytest.raises(IDXError) as err:
+        load_idx_dir(tmp_path)
+    assert str(err.value) == (f"{tmp_path / 'train-images-idx3-ubyte'} has items of 0 values "
+                              f"(dims (5, 0, 3))")
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, True])
+def test_load_idx_dir_limit_must_be_a_positive_int(tmp_path, limit):
+    _mnist_folder(tmp_path)
+    with pytest.raises(ValueError) as err:
+        load_idx_dir(tmp_path, limit=limit)
+    assert str(err.value) == f"limit must be a positive int or None; got limit={limit!r}"
 
 
 def test_load_idx_dir_rejects_mismatched_counts(tmp_path):

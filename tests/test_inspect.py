@@ -143,6 +143,40 @@ def test_inspect_on_digits_needs_64_inputs():
         inspect_network("784,32,10", data="digits", replicas=2, batch=64)
 
 
+def _idx_folder(folder, labels):
+    """Four MNIST-format files: random 2x3 images, the given labels in both splits."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for split in ("train", "t10k"):
+        images = rng.integers(0, 256, (len(labels), 2, 3), dtype=np.uint8)
+        (folder / f"{split}-images-idx3-ubyte").write_bytes(
+            bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in images.shape)
+            + images.tobytes())
+        (folder / f"{split}-labels-idx1-ubyte").write_bytes(
+            bytes([0, 0, 8, 1]) + len(labels).to_bytes(4, "big") + bytes(labels))
+    return folder
+
+
+def test_inspect_refuses_labels_the_output_layer_cannot_hold(tmp_path, capsys, wide):
+    folder = _idx_folder(tmp_path / "mnist", [200] * 8)
+    message = (f"labels of data={str(folder)!r} ({folder.name}: {folder}) must be in 0..9 for "
+               f"the last layer's 10 outputs; got label 200")
+    with pytest.raises(ValueError) as err:
+        inspect_network("6,4,10", data=str(folder), replicas=2, batch=8)
+    assert str(err.value) == message
+    assert main(["inspect", "--layers", "6,4,10", "--data", str(folder), "--replicas", "2",
+                 "--batch", "8"]) == 2
+    assert message in " ".join(capsys.readouterr().out.split())  # rich wraps at spaces
+    # digits has 10 classes: two outputs cannot hold labels 2..9
+    with pytest.raises(ValueError, match=r"must be in 0\.\.1 for the last layer's 2 outputs; "
+                                         r"got labels 2, 3, 4, 5, 6, \.\.\.$"):
+        inspect_network("64,8,2", data="digits", replicas=1, batch=64)
+    # control: the same folder with labels in range is inspected
+    folder = _idx_folder(tmp_path / "ok", [0, 9] * 4)
+    result = inspect_network("6,4,10", data=str(folder), replicas=2, batch=8)
+    assert len(result.summary) == 2
+
+
 def test_inspect_argument_errors():
     with pytest.raises(ValueError, match="replicas=0"):
         inspect_network("8,4,2", replicas=0)

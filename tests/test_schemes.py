@@ -58,8 +58,27 @@ def test_lsuv_errors_name_the_argument():
         lsuv(model, np.ones((10, 32)), tol=-1)
     with pytest.raises(ValueError, match="max_iter must be a positive int; got max_iter=0"):
         lsuv(model, np.ones((10, 32)), max_iter=0)
-    with pytest.raises(ValueError, match="build the model"):
-        lsuv(Sequential([Dense(3)]), np.ones((10, 32)))
+
+
+@pytest.mark.parametrize("shape,call", [
+    ((10, 32), "model.build(32, rng=...) for X's 32 features"),
+    ((3, 10, 32), "model.build(32, rng=..., replicas=3) for X's 32 features"),
+    ((32,), "model.build(X.shape[1], rng=...)"),
+])
+def test_lsuv_on_an_unbuilt_model_says_how_to_build_it(shape, call):
+    model = Sequential([Dense(3)]).compile("mse")
+    with pytest.raises(ValueError) as err:
+        lsuv(model, np.ones(shape))
+    assert str(err.value) == (f"build the model before LSUV: {call} (LSUV starts from weights "
+                              f"drawn from the model's own streams, so their seed is yours to "
+                              f"choose)")
+    assert model.replicas == 0  # not built behind the caller's back with an unchosen seed
+
+
+def test_lsuv_runs_on_the_model_built_as_its_error_says():
+    X = np.random.default_rng(1).standard_normal((3, 10, 32))
+    model = Sequential([Dense(3)]).compile("mse").build(32, rng=0, replicas=3)
+    assert lsuv(model, X).ok
 
 
 def test_zero_matrices_are_exact():

@@ -7,7 +7,10 @@ with :func:`standardize`, which applies the TRAINING set's mean and std to both 
 from __future__ import annotations
 
 import gzip
+import io
 import math
+import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from initlab._validate import RngLike, as_rng
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _IDX_TYPES: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4",
                                          0x0D: ">f4", 0x0E: ">f8"}
+_CHUNK = 1 << 16  # bytes per read of an IDX payload
 
 
 @dataclass
@@ -45,30 +49,65 @@ class IDXError(ValueError):
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (MNIST format; gzipped if the name ends in .gz).
 
-    The header is checked before anything is allocated: magic number (two zero bytes, a type
-    code, the number of dims), the dims, and that the file holds exactly the data they announce.
+    The header is checked before the data are read: the magic number (two zero bytes, a type
+    code, the number of dims), then the dims. A plain file's size must be exactly what they
+    announce before a byte of data is read. A gzipped file's size says nothing about what it
+    inflates to, so it is decompressed in chunks and at most the announced bytes plus one are
+    read: one that inflates to more than its header says (a gzip bomb) is rejected having
+    read no more than that, whatever it would inflate to.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    gzipped = path.suffix == ".gz"
     try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as err:
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as handle:
+            magic = handle.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES:
+                raise IDXError(f"{path} is not an IDX file: bad magic number "
+                               f"{magic.hex() or 'empty'}")
+            ndim = magic[3]
+            if ndim == 0:
+                raise IDXError(f"{path}: the header announces 0 dims; an IDX array has >= 1")
+            raw_dims = handle.read(4 * ndim)
+            header = 4 + 4 * ndim
+            if len(raw_dims) < 4 * ndim:
+                raise IDXError(f"{path}: truncated header ({4 + len(raw_dims)} bytes for "
+                               f"{ndim} dims)")
+            dims = tuple(int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+            dtype = np.dtype(_IDX_TYPES[magic[2]])
+            expected = header + math.prod(dims) * dtype.itemsize
+            if not gzipped:
+                _check_length(path, dims, expected, os.fstat(handle.fileno()).st_size)
+            payload = _read_at_most(handle, expected - header + 1)
+    except (OSError, EOFError, zlib.error) as err:
         raise IDXError(f"cannot read IDX file {path}: {err}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise IDXError(f"{path} is not an IDX file: bad magic number {raw[:4].hex() or 'empty'}")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise IDXError(f"{path}: truncated header ({len(raw)} bytes for {ndim} dims)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    expected = header + math.prod(dims) * dtype.itemsize
-    if len(raw) != expected:
-        state = "truncated" if len(raw) < expected else "longer than its header says"
-        raise IDXError(f"{path} is {state}: dims {dims} need {expected} bytes, file has "
-                       f"{len(raw)}")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    _check_length(path, dims, expected, header + len(payload), stopped=gzipped)
+    return np.frombuffer(payload, dtype=dtype).reshape(dims)
+
+
+def _read_at_most(handle: io.BufferedIOBase, limit: int) -> bytearray:
+    """Up to ``limit`` bytes, read in chunks, so that memory grows with what the stream holds
+    rather than with what a header claims (``read(n)`` would allocate n bytes up front)."""
+    data = bytearray()
+    # a buffered read returns short only at the end of the stream, so this many reads suffice
+    for _ in range(-(-limit // _CHUNK)):
+        chunk = handle.read(min(_CHUNK, limit - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _check_length(path: Path, dims: tuple[int, ...], expected: int, length: int,
+                  stopped: bool = False) -> None:
+    """``stopped``: ``length`` is where reading stopped (one past ``expected`` at most)."""
+    if length < expected:
+        raise IDXError(f"{path} is truncated: dims {dims} need {expected} bytes, file has "
+                       f"{length}")
+    if length > expected:
+        has = f"more when decompressed (reading stopped at {length} bytes)" if stopped \
+            else str(length)
+        raise IDXError(f"{path} is longer than its header says: dims {dims} need {expected} "
+                       f"bytes, file has {has}")
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -80,17 +119,31 @@ def _find(directory: Path, stem: str) -> Path:
                             f"t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (gzipped or not)")
 
 
+def _read_items(directory: Path, stem: str) -> np.ndarray:
+    """The IDX file ``stem`` of a dataset folder, which must hold at least one item."""
+    path = _find(directory, stem)
+    array = read_idx(path)
+    if len(array) == 0:
+        raise IDXError(f"{path} has 0 items (dims {array.shape})")
+    if array.size == 0:
+        raise IDXError(f"{path} has items of 0 values (dims {array.shape})")
+    return array
+
+
 def load_idx_dir(directory: str | Path, name: str | None = None, limit: int | None = None
                  ) -> Split:
     """MNIST or Fashion-MNIST from a folder of the four standard IDX files; ``limit`` keeps the
     first that many images of each split (converting 60,000 images to float takes seconds)."""
     directory = Path(directory)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | np.integer)
+                              or limit < 1):
+        raise ValueError(f"limit must be a positive int or None; got limit={limit!r}")
     if not directory.is_dir():
         raise FileNotFoundError(f"data directory {directory} does not exist")
     parts = []
     for split in ("train", "t10k"):
-        images = read_idx(_find(directory, f"{split}-images-idx3-ubyte"))
-        labels = read_idx(_find(directory, f"{split}-labels-idx1-ubyte"))
+        images = _read_items(directory, f"{split}-images-idx3-ubyte")
+        labels = _read_items(directory, f"{split}-labels-idx1-ubyte")
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise IDXError(f"{directory}: {split} images {images.shape} and labels "
                            f"{labels.shape} do not match")

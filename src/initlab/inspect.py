@@ -84,7 +84,7 @@ def inspect_network(layers: str | list[int], *, activation: str = "relu",
     model.compile("softmax_crossentropy").build(widths[0], rng=seed, replicas=replicas,
                                                 dtype=dtype)
     probe = Probe(model, histograms=True)
-    table = probe.record(X, np.minimum(y, widths[-1] - 1))
+    table = probe.record(X, y)
     predicted = predicted_std(model, activation, X)
     summary = []
     for stat in summarize(table, "act_std", by=("layer",)).rows:
@@ -117,7 +117,14 @@ def _probe_batch(data: str, widths: list[int], batch: int, seed: int):
     if X.shape[1] != widths[0]:
         raise ValueError(f"layers must start with the data's {X.shape[1]} features "
                          f"({split.name}); got {widths[0]}")
-    return X[:batch], split.y_train[:batch], f"{split.name} ({split.source})"
+    y, classes = split.y_train[:batch], widths[-1]
+    wrong = np.unique(y[(y < 0) | (y >= classes)])
+    if wrong.size:
+        shown = ", ".join(map(str, wrong[:5])) + (", ..." if wrong.size > 5 else "")
+        raise ValueError(f"labels of data={data!r} ({split.name}: {split.source}) must be in "
+                         f"0..{classes - 1} for the last layer's {classes} outputs; got "
+                         f"label{'s' if wrong.size > 1 else ''} {shown}")
+    return X[:batch], y, f"{split.name} ({split.source})"
 
 
 def predicted_std(model: Sequential, activation: str, X: np.ndarray) -> np.ndarray:

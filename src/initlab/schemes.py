@@ -47,13 +47,24 @@ def lsuv(model: Sequential, X: Any, tol: float = 0.1, max_iter: int = 10, *,
     ``max_iter`` times. With ``center=True`` the bias is also shifted so the pre-activation has
     mean 0. (The pre-activation, as PyTorch implementations measure a Linear's output; the
     paper's Caffe blobs hold the same for a layer followed by its in-place nonlinearity.)
+
+    ``model`` must be built, ``model.build(X.shape[1], rng=seed)``: LSUV starts from weights
+    drawn from the model's own streams, so it does not build an unbuilt model from X's width
+    the way ``fit`` does, which would leave that seed to fresh entropy.
     """
     check_positive("tol", tol)
     check_positive("target", target)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive int; got max_iter={max_iter!r}")
     if not model.replicas:
-        raise ValueError("build the model before LSUV (model.build(input_dim))")
+        shape = np.shape(X)
+        if len(shape) in (2, 3):
+            replicas = f", replicas={shape[0]}" if len(shape) == 3 else ""
+            call = f"model.build({shape[-1]}, rng=...{replicas}) for X's {shape[-1]} features"
+        else:
+            call = "model.build(X.shape[1], rng=...)"
+        raise ValueError(f"build the model before LSUV: {call} (LSUV starts from weights drawn "
+                         f"from the model's own streams, so their seed is yours to choose)")
     for i, layer in enumerate(model.layers):
         if layer.sublayers or layer.weight_key is None:
             raise ValueError(f"LSUV scales layers with a weight of their own; got layer {i}: "
