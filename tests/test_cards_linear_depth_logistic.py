@@ -4,11 +4,13 @@ variant whose claim must then fail (so a check that can never fail would be caug
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
+from scipy import stats
 
-from initlab import data, schemes
+from initlab import data, initializers, schemes
 from initlab.experiments import deep_linear, depth, logistic, runner
 from initlab.experiments.card import Run, Variant
 from initlab.nn import Dense, Sequential
@@ -86,7 +88,7 @@ def test_depth_wrong_variants_fail(tmp_path):
     verdicts = _run(depth, tmp_path, control=True)
     assert verdicts["E4.standardized"] == "holds"
     for claim in ("naive-overflow", "tiny-underflow", "xavier-linear", "relu-xavier-halves",
-                  "relu-kaiming", "orthogonal-isometry", "lsuv-unit", "zero-identity"):
+                  "relu-kaiming-walk", "orthogonal-isometry", "lsuv-unit", "zero-identity"):
         assert verdicts[f"E4.{claim}"] == "fails", claim
 
 
@@ -141,7 +143,7 @@ def test_depth_context_variants_match_a_recomputation(tmp_path):
     verdicts = {c.id: c.verdict for c in result.claims}
     rows = {(r["variant"], r["layer"]): r for r in result.tables["layers"]}
     assert {v for v, _ in rows} >= {"linear orthogonal", "relu lsuv", "relu zero"}
-    assert len(result.figures) == 3 and all((folder / f).is_file() for f in result.figures)
+    assert len(result.figures) == 4 and all((folder / f).is_file() for f in result.figures)
     batches = _batches(seeds, 16)
     fan_in = batches[0].shape[1]
     recomputed = {"linear orthogonal": [], "relu lsuv": [], "relu zero": []}
@@ -191,6 +193,56 @@ def test_depth_relu_xavier_shares_the_linear_draws_exactly(monkeypatch):
         assert set(s for n, s in shared.relu.labels if n == name) == {0, 1}
         for key in ("std", "mean", "grad", "pre_std"):
             np.testing.assert_array_equal(shared.of(name, key), drawn.of(name, key))
+
+
+def test_the_walk_drawn_directly_is_its_definition_with_variance_5_over_n():
+    # R = (2/n) Σ relu(g_i)², g_i i.i.d. N(0, 1): E relu(g)² = 1/2 and E relu(g)⁴ = E g⁴ / 2 =
+    # 3/2, so Var(R) = 4 (3/2 − 1/4) / n = 5/n, and to leading order Var(ln R) = 5/n and
+    # E ln R = −Var/2 = −5/(2n); the rest is O(1/n²) (about 0.02/n at n = 1024)
+    n, draws = 1024, 2_000_000
+    log_r = depth.simulate_walk(n, 1, draws, rng=0)[:, 0]
+    # sampling errors: 5·sqrt(2/draws) ≈ 0.005 and sqrt(5n/draws) ≈ 0.05; a constant of 4 or 6
+    # is off by 1 and 0.5
+    assert abs(n * log_r.var() - 5) < 0.1
+    assert abs(n * log_r.mean() + 2.5) < 0.25
+    # the χ²(Bin(n, 1/2)) shortcut is the definition: a KS test against g drawn and rectified
+    g = np.random.default_rng(1).standard_normal((100_000, 32))
+    direct = np.log(2 / 32 * np.sum(np.maximum(g, 0) ** 2, axis=1))
+    assert stats.ks_2samp(depth.simulate_walk(32, 1, 100_000, rng=2)[:, 0], direct).pvalue > 1e-4
+    # ... and the test can fail: width 40 is another distribution
+    assert stats.ks_2samp(depth.simulate_walk(40, 1, 100_000, rng=2)[:, 0], direct).pvalue < 1e-4
+    walk = depth.simulate_walk(32, 100, 1000, rng=3)  # partial sums over the layers
+    assert walk.shape == (1000, 100) and np.all(np.isfinite(walk))
+
+
+def test_depth_walk_is_measured_and_fails_with_widths_swapped_or_a_wrong_constant():
+    card = depth.card
+    m = depth.measure(Run(card, card.config("tiny"), dict(card.variants)))
+    walk = m.walk
+    assert walk.widths == (32, 64, 128) and [len(v) for v in walk.net] == [64, 32, 16]
+    # network 5 of seed 1 at width 64, rebuilt by hand from its stream: the card's s_l
+    x = _batches([1], 16)[1][5].astype(np.float64)  # network k gets image k of the batch
+    rng = np.random.default_rng(np.random.SeedSequence(1, spawn_key=(1, 64, 5)))
+    d, square0, norms = x.size, np.sum(x**2), []
+    for _ in range(100):
+        W = initializers.get("he_normal")((x.size, 64), rng=rng, dtype=np.float32)
+        x = np.maximum(x @ W.astype(np.float64), 0)
+        norms.append(np.sum(x**2))
+    # seed 1's networks follow seed 0's 16; the first layer's n/d taken out
+    np.testing.assert_allclose(walk.net[1][16 + 5], np.log(np.array(norms) / square0 / (64 / d)),
+                               atol=1e-4)
+    assert depth.relu_kaiming_walk(m).holds
+    # the widths' measurements swapped: the variance no longer scales as 1/n
+    swapped = depth.Walk(walk.widths, walk.net[::-1], walk.sim)
+    assert not depth.relu_kaiming_walk(dataclasses.replace(m, walk=swapped)).holds
+    # with 4000 draws a width the check resolves the constant: walks drawn directly hold, and
+    # their spread scaled to 4/n or 6/n (the mean kept) fails
+    draws = [depth.simulate_walk(n, 100, 4000, rng=n) for n in walk.widths]
+    for factor, holds in ((1.0, True), (0.8, False), (1.2, False)):
+        net = tuple(d.mean(0) + (d - d.mean(0)) * np.sqrt(factor) for d in draws)
+        outcome = depth.relu_kaiming_walk(
+            dataclasses.replace(m, walk=depth.Walk(walk.widths, net, walk.sim)))
+        assert outcome.holds == holds, (factor, outcome.headline)
 
 
 def test_logistic_zero_and_random_init_agree(tmp_path):

@@ -1,15 +1,18 @@
 """E4 `depth`: 100 layers of width 512 in float32 at initialization: N(0, 1) weights overflow,
 N(0, 1) × 0.01 underflow, Xavier keeps a linear stack's scale, halves a ReLU stack's variance
-at every layer, and Kaiming keeps the ReLU stack's scale. In context, as E1's context variants:
-orthogonal weights in the linear stack, LSUV and ZerO in the ReLU stack."""
+at every layer, and Kaiming keeps it on average: each draw's log squared norm is a random walk
+of variance ≈ 5 L/n (three smaller widths against the walk drawn directly). In context, as E1's
+context variants: orthogonal weights in the linear stack, LSUV and ZerO in the ReLU stack."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -30,7 +33,6 @@ from initlab.report import figures as plots
 
 OVERFLOW_BY = 50  # "well before layer 100"
 XAVIER_BAND = (0.5, 2.0)
-KAIMING_BAND = (0.2, 5.0)
 HALVING_TOLERANCE = 0.05
 STANDARDIZE_TOLERANCE = 0.05  # the validation split's |mean| and |std - 1|
 ISOMETRY_TOLERANCE = 1e-4  # float32 rounding leaves ~1e-7; i.i.d. weights drift by percents
@@ -38,6 +40,11 @@ LSUV_TOLERANCE = 0.1
 IDENTITY_TOLERANCE = 1e-6  # ZerO's identity layers copy their input: the deviation is exactly 0
 F32 = np.finfo(np.float32)
 SUBNORMAL_MIN = float(np.nextafter(np.float32(0), np.float32(1)))
+# the walk (Hanin & Rolnick 2018): Var(2 relu(g)²) = 4 (E g⁴ / 2 − (E g² / 2)²) = 5, so
+# n Var(ln R_n) = 5 + O(1/n) and E ln R_n = −5 / (2n) + O(1/n²)
+WALK_CONSTANT = 5.0
+WALK_AGREEMENT = 3.0  # standard errors; 6 comparisons: a true walk fails ~2 % of the time
+SIMULATED_WALKS, SIMULATION_SEED = 10_000, 2018
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,10 @@ class Settings(Config):
     layers: int = 100
     batch: int = 64  # training images per seed
     limit: int = 10_000  # training images loaded from an IDX folder
+    # E4.relu-kaiming-walk: He stacks `layers` deep at these widths, this many networks per
+    # seed and width (fewer where a network costs more, n² weights a layer)
+    walk_widths: tuple[int, ...] = (32, 64, 128)
+    walk_draws: tuple[int, ...] = (64, 32, 16)
 
 
 def _lsuv(model: Sequential, X: np.ndarray) -> schemes.LSUVResult:
@@ -87,7 +98,8 @@ card: Card[Measured] = Card(
     title="E4 depth: 100 layers with naive, tiny, Xavier and Kaiming init",
     claim="Through 100 layers N(0, 1) weights blow the activations up to infinity (float32: "
           "near layer 28), N(0, 1) × 0.01 shrinks them to 0, Xavier keeps a linear stack's std "
-          "near 1 but halves a ReLU stack's variance every layer, and Kaiming fixes that. In "
+          "near 1 but halves a ReLU stack's variance every layer, and Kaiming fixes that on "
+          "average: each draw's log squared norm is a random walk of variance ≈ 5·L/n. In "
           "context: orthogonal weights keep a linear stack's norm exactly, LSUV pins every ReLU "
           "layer's pre-activation std at 1, and ZerO's identity layers pass a ReLU stack's "
           "signal unchanged.",
@@ -95,11 +107,12 @@ card: Card[Measured] = Card(
         "(float32 overflows after log(3.4e38)/log(22.6) ≈ 28 layers), 0.0512 for N(0, 1) × "
         "0.01, and 1 for Xavier's Var(W) = 1/n. A ReLU zeroes half its inputs, so E[relu(z)²] = "
         "Var(z)/2 and Xavier loses half the variance per layer; Kaiming's Var(W) = 2/n puts it "
-        "back.",
+        "back. Per draw, a He layer multiplies a squared norm by R = (2/n) Σ relu(g_i)², g_i "
+        "i.i.d. N(0, 1) whatever came before: E[R] = 1, Var(R) = 5/n (Hanin & Rolnick 2018).",
     data="the image data asked for (Fashion-MNIST where installed, else digits), standardised "
          "with the training mean and std",
     sizes=sizes(Settings(), tiny={"seeds": 2, "context_seeds": 2, "width": 64, "batch": 16,
-                                  "limit": 1000},
+                                  "limit": 1000, "walk_draws": (32, 16, 8)},
                 full={"seeds": 10, "context_seeds": 3}),
     variants={
         "linear naive": Variant({"name": "normal", "std": 1.0}),
@@ -111,11 +124,9 @@ card: Card[Measured] = Card(
         "relu lsuv": Variant("orthogonal", scheme=_lsuv, context=True),
         "relu zero": Variant("zeros", scheme=_zero),
     },
-    # relu-kaiming is not among the flips: at tiny width its per-seed random walk leaves the
-    # band already (see the notes), so it fails with and without the control
     control=Control(
         ("E4.naive-overflow", "E4.tiny-underflow", "E4.xavier-linear", "E4.relu-xavier-halves",
-         "E4.orthogonal-isometry", "E4.lsuv-unit", "E4.zero-identity"),
+         "E4.relu-kaiming-walk", "E4.orthogonal-isometry", "E4.lsuv-unit", "E4.zero-identity"),
         {"linear naive": Variant("lecun_normal"), "linear tiny": Variant("lecun_normal"),
          "linear xavier": Variant({"name": "variance_scaling", "scale": 4.0, "mode": "fan_in",
                                    "distribution": "normal"}),
@@ -124,8 +135,9 @@ card: Card[Measured] = Card(
          "relu lsuv": Variant("orthogonal", context=True), "relu zero": Variant("he_normal")},
         why="every variant swapped for one that breaks its claim: Xavier for naive and tiny, "
             "std 2/√n for the linear Xavier, i.i.d. Xavier for orthogonal, He and Xavier "
-            "exchanged in the ReLU stack (so its Xavier draws its own), LSUV that leaves its "
-            "orthonormal start alone, and He draws, one per seed, for ZerO"),
+            "exchanged in the ReLU stack (so its Xavier draws its own, and the walk drifts by "
+            "ln(1/2) a layer), LSUV that leaves its orthonormal start alone, and He draws, one "
+            "per seed, for ZerO"),
 )
 
 
@@ -148,6 +160,44 @@ class Stack:
 
 
 @dataclass
+class Walk:
+    """s_l = ln(|x_l|² / |x_0|²) − ln(n / d) after layers l = 1..L of width n (d the input's;
+    the first layer's n / d taken out, every increment is distributed as ln R_n): per width,
+    ``net`` (networks, L), one image each, and ``sim`` (walks, L), the walk drawn directly."""
+
+    widths: tuple[int, ...]
+    net: tuple[np.ndarray, ...]
+    sim: tuple[np.ndarray, ...]
+
+    @cached_property
+    def rows(self) -> list[dict[str, Any]]:
+        """Per width, s_L's variance and mean over the networks and over the walks, each ± the
+        standard error of as many draws of the walk (from its moments, the fourth for the
+        variance: s_L's tail is too long for a χ² interval), and z, their difference over it."""
+        rows = []
+        for n, net, sim in zip(self.widths, self.net, self.sim, strict=True):
+            a, b = net[:, -1], sim[:, -1]
+            var, fourth = b.var(ddof=1), np.mean((b - b.mean()) ** 4)
+            (mean_se, var_se), (walk_mean_se, walk_var_se) = (
+                (np.sqrt(var / k), np.sqrt((fourth - var**2 * (k - 3) / (k - 1)) / k))
+                for k in (len(a), len(b)))
+            row = {"var": a.var(ddof=1), "var_se": var_se, "walk_var": var,
+                   "walk_var_se": walk_var_se, "mean": a.mean(), "mean_se": mean_se,
+                   "walk_mean": b.mean(), "walk_mean_se": walk_mean_se,
+                   "z_var": (a.var(ddof=1) - var) / np.hypot(var_se, walk_var_se),
+                   "z_mean": (a.mean() - b.mean()) / np.hypot(mean_se, walk_mean_se)}
+            rows.append({"width": n, "networks": len(a), "walks": len(b)}
+                        | {k: float(v) for k, v in row.items()})
+        return rows
+
+    def constant(self, key: str) -> tuple[float, float]:
+        """The mean over widths of n·row[key]/L ("var", "walk_var", "mean", ...), ± its error."""
+        scale = np.array(self.widths) / self.net[0].shape[-1]
+        values, se = (scale * [r[k] for r in self.rows] for k in (key, f"{key}_se"))
+        return float(np.mean(values)), float(np.sqrt(np.sum(se**2)) / len(se))
+
+
+@dataclass
 class Measured:
     cfg: Settings
     data: str  # the image data's name
@@ -157,6 +207,7 @@ class Measured:
     linear: Stack
     relu: Stack
     shared: dict[str, str]  # the ReLU variants that reused a linear variant's draws
+    walk: Walk
 
     def stack(self, name: str) -> Stack:
         return self.linear if name in LINEAR else self.relu
@@ -191,9 +242,48 @@ def measure(run: Run) -> Measured:
     run.progress(0.6)
     relu, _ = _probe(run, RELU, "relu", standardized,
                      start={name: kept[source] for name, source in shared.items()})
+    run.progress(0.9)
+    walk = _walk(run, standardized)
     run.progress(0.95)
     return Measured(cfg, split.name, (float(X_train.mean()), float(X_train.std())),
-                    (float(X_val.mean()), float(X_val.std())), scale, linear, relu, shared)
+                    (float(X_val.mean()), float(X_val.std())), scale, linear, relu, shared,
+                    walk)
+
+
+def _walk(run: Run, split: data.Split) -> Walk:
+    """Per width, ``walk_draws`` bias-free ReLU stacks per seed with the "relu kaiming" init,
+    from child 1 of the seed's stream (child 0 draws its batch), network k fed image k of the
+    seed's batch (cycling: the ratio does not depend on the input); and walks drawn directly."""
+    cfg: Settings = run.cfg
+    seeds = run.seeds_of("relu kaiming")
+    batches = _batches(split, [("", s) for s in seeds], cfg.batch)[2].astype(np.float64)
+    simulation, net, sim = np.random.default_rng(SIMULATION_SEED), [], []
+    for width, draws in zip(cfg.walk_widths, cfg.walk_draws, strict=True):
+        streams = [np.random.SeedSequence(s, spawn_key=(1, width, k))
+                   for s in seeds for k in range(draws)]
+        model = Sequential([Dense(width, "relu", use_bias=False) for _ in range(cfg.layers)])
+        model.build(split.X_train.shape[1], rng=streams, dtype=np.float32,
+                    variants=[run.variants["relu kaiming"].init] * len(streams))
+        x0 = batches[:, np.arange(draws) % cfg.batch].reshape(len(streams), -1)
+        model.forward(model.prepare(x0[:, None])[0], hooks=False)
+        squares = np.stack([np.sum(t.out[:, 0].astype(np.float64) ** 2, axis=1)
+                            for t in model.traces], axis=1)
+        with np.errstate(divide="ignore"):  # a layer whose units are all dead: −inf
+            net.append(np.log(squares * x0.shape[1] / width / np.sum(x0**2, axis=1)[:, None]))
+        sim.append(simulate_walk(width, cfg.layers, SIMULATED_WALKS, rng=simulation))
+    return Walk(tuple(cfg.walk_widths), tuple(net), tuple(sim))
+
+
+def simulate_walk(width: int, layers: int, walks: int, *,
+                  rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """(walks, layers) partial sums of ln R, R = (2/n) Σ_{i≤n} relu(g_i)², g_i i.i.d. N(0, 1):
+    a He ReLU stack's log squared-norm ratio, drawn without a network (Hanin & Rolnick 2018).
+    relu(g)² is 0 or g² with probability 1/2 each, so Σ relu(g_i)² is χ² with K ~ Bin(n, 1/2)
+    degrees of freedom: Gamma(K/2, 2), 0 where K = 0 (then ln R = −inf, as a dead layer's)."""
+    rng = np.random.default_rng(rng)
+    dof = rng.binomial(width, 0.5, size=(walks, layers))
+    with np.errstate(divide="ignore"):
+        return np.cumsum(np.log(2.0 / width * rng.gamma(dof / 2, 2.0)), axis=1)
 
 
 def _probe(run: Run, names: Sequence[str], activation: str, split: data.Split, *,
@@ -400,11 +490,34 @@ def relu_xavier_halves(m: Measured) -> Outcome:
                    f"{m.cfg.layers} {spread(std[:, -1], '.3g')}")
 
 
-@card.claim("E4.relu-kaiming", "ReLU layers with Kaiming N(0, 2/n_in) keep the std within "
-            "[0.2, 5] at every layer to 100, for every seed",
-            printed="the std is kept (the mean is not)", uses=("relu kaiming",))
-def relu_kaiming(m: Measured) -> Outcome:
-    return _keeps_scale(m, "relu kaiming", KAIMING_BAND)
+@card.claim("E4.relu-kaiming-walk", "Through 100 ReLU layers of width n with Kaiming N(0, "
+            "2/n_in), ln of the squared norm ratio (the first layer's n/d taken out) is a "
+            "random walk: at widths 32, 64 and 128 its variance and mean over independent "
+            "networks at layer 100 agree with those of Σ ln R_l drawn directly, R = (2/n) Σ "
+            "relu(g_i)², within 3 standard errors at every width: variance c·L/n with c = 5 + "
+            "O(1/n), mean ≈ −(c/2)·L/n",
+            printed="the std is kept (the mean is not); Hanin & Rolnick 2018: the log of the "
+                    "norm wanders with variance ∝ Σ 1/n_l", uses=("relu kaiming",))
+def relu_kaiming_walk(m: Measured) -> Outcome:
+    walk, layers = m.walk, m.cfg.layers
+    z = np.abs([[r["z_var"], r["z_mean"]] for r in walk.rows])
+    (c, c_se), (c_walk, _) = walk.constant("var"), walk.constant("walk_var")
+    (a, a_se), (a_walk, _) = walk.constant("mean"), walk.constant("walk_mean")
+    ended = ", ".join(f"{v:.2g}" for v in m.of("relu kaiming", "std")[:, -1])
+    return Outcome(bool(np.all(z <= WALK_AGREEMENT)),
+                   f"n·Var/L = {c:.2f} ± {1.96 * c_se:.2f} (95 %; the walk drawn directly: "
+                   f"{c_walk:.2f}, {WALK_CONSTANT:g} as n → ∞), mean {a:.2f}·L/n (walk "
+                   f"{a_walk:.2f}), largest |z| {np.max(z):.1f}; the width-{m.cfg.width} seeds "
+                   f"end at std {ended}",
+                   "; ".join(f"n = {r['width']}, {r['networks']} networks: variance at "
+                             f"layer {layers} {r['var']:.3g} ± {r['var_se']:.2g} (walk "
+                             f"{r['walk_var']:.3g}), mean {r['mean']:.3g} ± {r['mean_se']:.2g} "
+                             f"(walk {r['walk_mean']:.3g}), z {r['z_var']:+.1f}, "
+                             f"{r['z_mean']:+.1f}" for r in walk.rows)
+                   + f" (± the standard error of as many draws of the walk, drawn directly "
+                     f"{walk.rows[0]['walks']} times per width); over the widths n·Var/L = "
+                     f"{c:.3f} ± {c_se:.3f} (walk {c_walk:.3f}), n·mean/L = {a:.3f} ± "
+                     f"{a_se:.3f} (walk {a_walk:.3f})")
 
 
 @card.claim("E4.orthogonal-isometry", "Linear layers with orthogonal weights keep every "
@@ -516,6 +629,42 @@ def layers_table(m: Measured) -> list[dict]:
     return rows
 
 
+@card.table("walk")
+def walk_table(m: Measured) -> list[dict]:
+    return [{"layers": m.cfg.layers, **row} for row in m.walk.rows]
+
+
+@card.figure("depth-relu-walk")
+def walk_figure(m: Measured, path: Path) -> Path:
+    """Variance and mean over draws of s_l against l/n: per width the networks (solid, ± 2
+    standard errors at layer L) and the walk drawn directly (dashed); the leading order dotted."""
+    walk, layers = m.walk, m.cfg.layers
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    for i, (n, row, net, sim) in enumerate(zip(walk.widths, walk.rows, walk.net, walk.sim,
+                                               strict=True)):
+        x = np.arange(1, layers + 1) / n
+        for ax, key, curve, walked in ((axes[0], "var", net.var(0, ddof=1), sim.var(0, ddof=1)),
+                                       (axes[1], "mean", net.mean(0), sim.mean(0))):
+            ax.plot(x, curve, color=plots.TAB10[i], label=f"n = {n}: {len(net)} networks")
+            ax.plot(x, walked, "--", color=plots.TAB10[i], label=f"n = {n}: walk drawn directly")
+            ax.errorbar(x[-1], row[key], 2 * row[f"{key}_se"], color=plots.TAB10[i], capsize=3)
+    for ax, slope, what in ((axes[0], WALK_CONSTANT, "variance"),
+                            (axes[1], -WALK_CONSTANT / 2, "mean")):
+        ax.axline((0, 0), slope=slope, linestyle=":", color="black",
+                  label=None if slope < 0 else "leading order: 5·l/n, −2.5·l/n")
+        ax.set(xlabel="l / n (layer over width)",
+               ylabel=f"{what} over draws of ln(|x_l|² / |x_0|²) − ln(n/d)")
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4,
+               fontsize=8, frameon=False)
+    fig.suptitle(f"E4 ReLU + Kaiming, {layers} layers: ln of the squared norm over draws, "
+                 f"networks and the walk drawn directly")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def _row_stats(key: str, values: np.ndarray) -> dict[str, float]:
     with np.errstate(all="ignore"):
         return {f"{key}_mean": float(np.mean(values)), f"{key}_std": float(np.std(values)),
@@ -584,7 +733,10 @@ def notes(m: Measured) -> list[str]:
             f"{spread(m.of('linear xavier', 'cosine'), '.3f')}), while a linear stack keeps "
             f"their spread and stays tighter. Kaiming std at layer {depth} per seed: "
             f"{', '.join(f'{v:.3g}' for v in kaiming_last)} (theory "
-            f"{_theory_std(m, 'relu kaiming')[-1]:.3g})."] + _context_notes(m)
+            f"{_theory_std(m, 'relu kaiming')[-1]:.3g}). So no band is claimed: "
+            f"E4.relu-kaiming-walk measures the walk at widths {cfg.walk_widths}, where tens of "
+            f"draws are cheap, one image a network, against the walk drawn directly (not 5·L/n, "
+            f"its leading order)."] + _context_notes(m)
 
 
 def _context_notes(m: Measured) -> list[str]:
