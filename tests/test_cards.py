@@ -96,8 +96,8 @@ def test_a_cards_warnings_go_into_its_notes_not_the_console(tmp_path, recwarn):
 
     @card.measure
     def measure(run):
-        warnings.warn("replica 0 diverged at epoch 3", RuntimeWarning)
-        warnings.warn("replica 0 diverged at epoch 3", RuntimeWarning)  # once in the notes
+        warnings.warn("replica 0 diverged at epoch 3", RuntimeWarning, stacklevel=1)
+        warnings.warn("replica 0 diverged at epoch 3", RuntimeWarning, stacklevel=1)  # once
         return 1
 
     card.claim("w.0", "a claim", printed="p")(lambda m: Outcome(True, "h"))

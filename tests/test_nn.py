@@ -358,3 +358,11 @@ def test_fit_and_evaluate_on_no_samples_name_the_shape():
                  lambda: model.evaluate(np.zeros((0, 2)), np.zeros(0))):
         with pytest.raises(ValueError, match=r"X has no samples; got X.shape=\(0, 2\)"):
             call()
+
+
+def test_build_refuses_weights_larger_than_the_machine_before_allocating():
+    model = Sequential([Dense(1_000_000, "relu"), Dense(1_000_000), Dense(2)])
+    with pytest.raises(ValueError, match=r"weights need .* TiB \(5 replicas x 1,000,006,000,002 "
+                                         r"parameters, float64\); this machine has"):
+        model.build(2, rng=0, replicas=5)
+    assert not model.replicas  # nothing was built

@@ -16,6 +16,16 @@ from initlab import initializers
 
 
 def _list(args: argparse.Namespace, console: Console) -> int:
+    if args.cards:
+        from initlab.experiments import catalog
+
+        if args.markdown:
+            sys.stdout.write(catalog.markdown())  # as docs/cards.md holds it
+            return 0
+        from rich.markdown import Markdown
+
+        console.print(Markdown(catalog.markdown()))
+        return 0
     table = Table(title="initializers (initlab.initializers.get(name))")
     table.add_column("name", style="bold")
     table.add_column("aliases")
@@ -377,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
                                               "aliases and formula) and the experiment cards.")
     listing.add_argument("pattern", nargs="?", default="*",
                          help="shell-style filter on names, e.g. 'he_*' (default: all)")
+    listing.add_argument("--cards", action="store_true",
+                         help="describe every experiment card: its claims, variants, sizes "
+                              "and negative control (what docs/cards.md holds)")
+    listing.add_argument("--markdown", action="store_true",
+                         help="with --cards: print the Markdown source")
     listing.set_defaults(run=_list)
 
     def run_options(sub: argparse.ArgumentParser) -> None:
@@ -400,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     repro = commands.add_parser(
         "reproduce", help="run every experiment card and write the report (the main job)",
-        description="Run every card of EXPERIMENTS.md at its default size, check each claim "
+        description="Run every experiment card (docs/cards.md) at its default size, check each "
+                    "claim "
                     "of the sources over many seeds, print the claims table and write a run "
                     "folder with results.json, tables, figures, report.md and index.html.")
     run_options(repro)
@@ -499,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args, console)
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]initlab {args.command}: {escape(str(err))}[/]")
+        return 2
+    except MemoryError as err:
+        console.print(f"[red]initlab {args.command}: out of memory: {escape(str(err))}[/]")
         return 2
     except OSError as err:  # a folder that cannot be written, a disk that is full
         where = f" {err.filename}" if err.filename else ""

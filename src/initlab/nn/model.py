@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
@@ -147,6 +148,7 @@ class Sequential:
         R = sizes.pop() if sizes else 1
         if R < 1:
             raise ValueError(f"replicas must be >= 1; got replicas={R}")
+        self._check_memory(int(input_dim), R)
         if given is not None:
             streams = given
         elif R == 1:
@@ -173,6 +175,24 @@ class Sequential:
         self.optimizer = None
         self._check_output_layer()
         return self
+
+    def _check_memory(self, input_dim: int, replicas: int) -> None:
+        """Refuse, before allocating, parameters that cannot fit in this machine's memory
+        (counting the Dense layers' weights and biases; a width-keeping layer adds little)."""
+        from initlab.nn.layers import Dense
+
+        count, fan_in = 0, input_dim
+        for layer in self.layers:
+            units = layer.units if isinstance(layer, Dense) else 0
+            if units:
+                count, fan_in = count + (fan_in + 1) * units, units
+        need = count * replicas * np.dtype(self.dtype).itemsize
+        have = _physical_memory()
+        if have and need > have:
+            raise ValueError(f"the model's weights need {_bytes(need)} ({replicas} replicas x "
+                             f"{count:,} parameters, {np.dtype(self.dtype).name}); this "
+                             f"machine has {_bytes(have)} of memory: make the layers narrower "
+                             f"or use fewer replicas")
 
     def _variant_inits(self, variant: Any) -> list[initializers.Initializer | None]:
         if isinstance(variant, list):
@@ -421,6 +441,22 @@ class Sequential:
 
 
 NeuralNetwork = Sequential  # the sources' name
+
+
+def _physical_memory() -> int:
+    """Bytes of memory on this machine (0 where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def replica_labels(variants: Mapping[str, Any], seeds: Sequence[int]) -> list[tuple[str, int]]:
