@@ -8,6 +8,7 @@ import pytest
 
 from initlab import data
 from initlab.experiments import bias_only, gradcheck, runner, symmetry
+from initlab.experiments.card import Run, Variant
 from initlab.nn import Dense, Sequential, activations
 
 
@@ -80,10 +81,16 @@ def test_expected_awake_pattern_is_the_last_t_layers():
 
 
 def test_bias_only_card_wakes_one_layer_per_iteration(tmp_path):
-    _, verdicts = _run(bias_only, tmp_path)
+    entry, verdicts = _run(bias_only, tmp_path)
     assert verdicts["E5.awake"] == "holds"
     assert verdicts["E5.ones-awake"] == "holds"
     assert verdicts["E5.slower"] == "holds"
+    # and then it stalls at both tiny balances, 50/50 and 90/10, while He learns
+    assert verdicts["E5.stalls-at-every-balance"] == "holds"
+    stall = next(c for c in entry["claims"] if c["id"] == "E5.stalls-at-every-balance")
+    assert "learned in 0/4 balance x seed runs by 400 epochs; He in 4/4 by 200" in \
+        stall["headline"]
+    assert any(f.endswith("bias-only-balance.png") for f in entry["figures"])
 
 
 def test_bias_only_awake_claim_fails_with_random_weights(tmp_path):
@@ -92,6 +99,71 @@ def test_bias_only_awake_claim_fails_with_random_weights(tmp_path):
     _, verdicts = _run(bias_only, tmp_path, control=True)
     assert verdicts["E5.awake"] == "fails"
     assert verdicts["E5.ones-awake"] == "holds"
+    # not flipped by it: N(0, 1e-3) weights are as input-blind at the start and stall too
+    assert verdicts["E5.stalls-at-every-balance"] == "holds"
+
+
+def test_bias_only_stall_claim_fails_when_the_weights_can_learn():
+    # He weights in the zero-weight arm: they learn at every balance, so no stall is measured
+    cfg = bias_only.card.config("tiny", seeds=2)
+    variants = {**bias_only.card.variants, "zeros": Variant("he_normal")}
+    m = bias_only.measure(Run(bias_only.card, cfg, variants))
+    assert m.sweep.learned("zeros").all()
+    assert not bias_only.stalls(m).holds
+
+
+def test_bias_only_stall_claim_fails_on_a_budget_too_short_to_learn(tmp_path):
+    # 2 epochs: He cannot have learned either, so the sweep cannot tell a stall from the budget
+    folder, _ = runner.run_cards([bias_only.card], seeds=2, out=tmp_path, size="tiny",
+                                 options={"budgets": (2,)})
+    (entry,) = json.loads((folder / "results.json").read_text())["cards"]
+    verdicts = {c["id"]: c["verdict"] for c in entry["claims"]}
+    assert verdicts["E5.stalls-at-every-balance"] == "fails"
+    assert verdicts["E5.awake"] == "holds"  # the other claims do not read the sweep
+
+
+@pytest.mark.parametrize("share", [0.5, 0.6, 0.75, 0.9])
+def test_imbalanced_moons_keep_the_share_in_train_and_test(share):
+    X, y, X_test, y_test = bias_only.imbalanced_moons(3, share)
+    assert X.shape == (400, 2) and X_test.shape == (100, 2)
+    assert np.mean(y == 0) == share and np.mean(y_test == 0) == share
+    full = data.moons(3, n_train=800, n_test=200)  # the points are those of the seed's draw
+    assert {tuple(p) for p in X} <= {tuple(p) for p in full[0]}
+
+
+@pytest.mark.parametrize("share", [0.4, 1.0])
+def test_imbalanced_moons_refuse_a_share_outside_half_to_one(share):
+    with pytest.raises(ValueError, match=f"majority must be in \\[0.5, 1\\); got majority={share}"):
+        bias_only.imbalanced_moons(0, share)
+
+
+def test_bias_only_refuses_budgets_that_do_not_increase():
+    cfg = bias_only.card.config("tiny", seeds=1, overrides={"budgets": (300, 200)})
+    with pytest.raises(ValueError, match=r"budgets must be increasing epoch counts >= 1; got "
+                                         r"budgets=\(300, 200\)"):
+        bias_only.measure_sweep(Run(bias_only.card, cfg, dict(bias_only.card.variants)))
+
+
+@pytest.mark.parametrize("share", [0.5, 0.9])
+def test_input_blind_net_is_stationary_at_every_balance(share):
+    """The why of the stall: first-layer weights 0 (the net ignores its input) and p = mean(y)
+    make every gradient 0 but the first layer's weights', at any balance; the first layer's is
+    rank one, along the class-mean difference."""
+    X, y, _, _ = bias_only.imbalanced_moons(0, share)
+    model = bias_only.network().build(2, rng=0, variants=[["zeros"] + ["he_normal"] * 4])
+    p = float(model.predict(X)[0, 0])
+    rate = float(y.mean())
+    model.layers[-1].params["b"] += np.log(rate / (1 - rate)) - np.log(p / (1 - p))
+    np.testing.assert_allclose(model.predict(X), rate, rtol=0, atol=1e-12)
+    model.compute_gradients(X, y)
+    first, *rest = model.gradients()
+    assert all(np.max(np.abs(g)) < 1e-12 for g in rest)
+    assert np.max(np.abs(first)) > 1e-6
+    mean_gap = X[y == 1].mean(axis=0) - X[y == 0].mean(axis=0)
+    flat = first[0]  # (fan_in 2, units 8): mean((p - y) x) times one vector over the units
+    np.testing.assert_allclose(np.linalg.svd(flat, compute_uv=False)[1], 0, atol=1e-12)
+    u = np.linalg.svd(flat)[0][:, 0]
+    np.testing.assert_allclose(abs(u @ mean_gap) / np.linalg.norm(mean_gap), 1, rtol=1e-9)
 
 
 def test_gradcheck_card_passes(tmp_path):

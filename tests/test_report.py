@@ -294,3 +294,22 @@ def test_band_curves_mark_an_overflow_and_an_underflow_and_keep_the_legend_outsi
     assert sorted(float(c.get_xdata()[0]) for c in crosses) == [2.0, 2.0]  # layer 2: the last
     legend = ax.get_legend()
     assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # right of the axes
+
+
+def test_histogram_label_says_what_the_axis_leaves_out(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from initlab.probes import HIST_EDGES
+    from initlab.report import figures
+
+    drawn = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (drawn.append(fig), real_close(fig)))
+    counts = np.zeros((2, len(HIST_EDGES) - 1))
+    counts[:, 25] = 10  # values near 0 only: the axis zooms to them
+    figures.histogram_image(counts, tmp_path / "h.png")
+    counts[0, 0], counts[1, -1] = 2, 1  # three values beyond the inner bins
+    figures.histogram_image(counts, tmp_path / "h2.png")
+    labels = [fig.axes[0].get_xlabel() for fig in drawn]
+    assert labels[0] == "output value (bins of 0.2; every value drawn)"
+    assert labels[1] == "output value (bins of 0.2; 3 values beyond ±5 not drawn)"

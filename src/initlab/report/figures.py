@@ -132,7 +132,11 @@ def histogram_image(counts: np.ndarray, path: str | Path, *, ylabel: str = "laye
     if used.size:  # zoom on the occupied bins (tanh lives in [-1, 1])
         inner = HIST_EDGES[1:-1]
         ax.set_xlim(inner[max(used[0] - 1, 0)], inner[min(used[-1] + 2, len(inner) - 1)])
-    ax.set_xlabel("output value (bins of 0.2; values beyond +-5 not drawn)")
+    beyond = int(np.asarray(counts)[:, [0, -1]].sum())  # the open end bins, not drawn
+    width = HIST_EDGES[2] - HIST_EDGES[1]
+    ax.set_xlabel(f"output value (bins of {width:.1f}; "
+                  + (f"{beyond:,} values beyond ±{HIST_EDGES[-2]:g} not drawn)" if beyond
+                     else "every value drawn)"))
     ax.set_ylabel(ylabel)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
