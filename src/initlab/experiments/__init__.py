@@ -1,4 +1,5 @@
-"""The experiment cards of EXPERIMENTS.md, one module each, in the order a report shows them."""
+"""The experiment cards, one module each, in the order a report shows them (described in
+docs/cards.md, generated from them: ``initlab list --cards``)."""
 
 from __future__ import annotations
 

@@ -219,8 +219,9 @@ def notes(m: Measured) -> list[str]:
     return [
         f"{len(m.wide.labels) // len(RELU)} seeds; {m.cfg.epochs:,} full-batch epochs at "
         f"learning rate {m.cfg.learning_rate} "
-        f"(EXPERIMENTS.md asks for 15,000; the symmetry is exact at any epoch count, so fewer "
-        f"epochs do not weaken the unit counts; only the accuracies are of less-trained "
+        f"(the sources train 15,000, as the full size does; the symmetry is exact at any "
+        f"epoch count, so fewer epochs do not weaken the unit counts; only the accuracies are "
+        f"of less-trained "
         f"networks). The ReLU variants train as one model, zeros-with-tanh and the 1-unit "
         f"networks as two more (other architectures).",
         f"Distinct units: columns of W with their bias that differ by more than {RTOL:g} "
