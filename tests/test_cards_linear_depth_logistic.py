@@ -20,10 +20,8 @@ VERDICTS = {"holds", "fails"}
 
 def _run(card, tmp_path, control=False) -> dict[str, str]:
     """Run one card at tiny size on seeds 0 and 1; check its results.json; claim id -> verdict."""
-    card = getattr(card, "card", card)
-    name = getattr(card, "name", None) or card.NAME
-    ids = [c.id for c in card.claims] if hasattr(card, "claims") else [c for c, _, _ in
-                                                                       card.CLAIMS]
+    card = card.card  # the card of a card module
+    name, ids = card.name, [c.id for c in card.claims]
     folder, _ = runner.run_cards([card], seeds=[0, 1], out=tmp_path, size="tiny",
                                  **({"control": True} if control else {}))
     payload = json.loads((folder / "results.json").read_text())

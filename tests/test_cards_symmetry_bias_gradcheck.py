@@ -13,10 +13,8 @@ from initlab.nn import Dense, Sequential, activations
 
 
 def _run(card, tmp_path, control=False) -> tuple[dict, dict]:
-    card = getattr(card, "card", card)
-    name = getattr(card, "name", None) or card.NAME
-    ids = [c.id for c in card.claims] if hasattr(card, "claims") else [c for c, _, _ in
-                                                                       card.CLAIMS]
+    card = card.card  # the card of a card module
+    name, ids = card.name, [c.id for c in card.claims]
     folder, _ = runner.run_cards([card], seeds=[0, 1], out=tmp_path, size="tiny",
                                  **({"control": True} if control else {}))
     (entry,) = json.loads((folder / "results.json").read_text())["cards"]
