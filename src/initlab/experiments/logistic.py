@@ -163,7 +163,7 @@ def same_accuracy(m: Measured) -> Outcome:
 
 @card.table("weights")
 def weights(m: Measured) -> list[dict]:
-    return [{"init": name, "seed": seed, "w1": float(t[0]), "w2": float(t[1]), "b": float(t[2]),
+    return [{"variant": name, "seed": seed, "w1": float(t[0]), "w2": float(t[1]), "b": float(t[2]),
              "final_gradient_norm": float(g), "train_accuracy": float(tr),
              "test_accuracy": float(te), "final_cost": float(c)}
             for (name, seed), t, g, tr, te, c in zip(m.labels, m.theta, m.final_grad, m.train,
