@@ -18,6 +18,7 @@ from initlab.experiments.card import (
     Outcome,
     Run,
     Variant,
+    per_epoch_rows,
     pick,
     sizes,
     spread,
@@ -373,14 +374,7 @@ def weights(m: Measured) -> list[dict]:
 
 @card.table("costs")
 def costs(m: Measured) -> list[dict]:
-    rows = []
-    for k, epoch in enumerate(m.epochs):
-        for name in LONG:
-            values = m.long(name, m.costs[k])
-            rows.append({"variant": name, "epoch": epoch, "mean": float(values.mean()),
-                         "std": float(values.std()), "min": float(values.min()),
-                         "max": float(values.max())})
-    return rows
+    return per_epoch_rows(m.long_labels, m.costs, m.epochs, LONG)
 
 
 @card.table("balance")

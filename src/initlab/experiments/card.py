@@ -237,6 +237,19 @@ def pick(labels: Sequence[tuple[str, int]], name: str, values: Any) -> np.ndarra
     return values[[r for r, (n, _) in enumerate(labels) if n == name]]
 
 
+def per_epoch_rows(labels: Sequence[tuple[str, int]], costs: np.ndarray, epochs: Sequence[int],
+                   names: Iterable[str] | None = None, **fixed: Any) -> list[dict[str, Any]]:
+    """The tidy per-epoch table of a cost log (logs, R): one row per logged epoch and variant
+    with the mean, std, min and max over its seeds, and the ``fixed`` columns first."""
+    rows = []
+    for e, epoch in enumerate(epochs):
+        for name in names or dict.fromkeys(n for n, _ in labels):
+            v = pick(labels, name, costs[e])
+            rows.append({**fixed, "variant": name, "epoch": epoch, "mean": float(v.mean()),
+                         "std": float(v.std()), "min": float(v.min()), "max": float(v.max())})
+    return rows
+
+
 def spread(values: Any, fmt: str = ".4g", scale: float = 1.0) -> str:
     """'mean ± std [min, max]' of values over seeds; finite-safe (no inf from an overflowing
     std of finite values)."""

@@ -18,6 +18,7 @@ from initlab.experiments.card import (
     Outcome,
     Run,
     Variant,
+    per_epoch_rows,
     pick,
     sizes,
     spread,
@@ -179,20 +180,10 @@ def large_worse_clipped(m: Measured) -> Outcome:
     return _gap(m.clipped)
 
 
-def _cost_rows(t: Training, loss: str) -> list[dict]:
-    rows = []
-    for e, epoch in enumerate(t.epochs):
-        for name in dict.fromkeys(n for n, _ in t.labels):
-            values = t.of(name, t.costs[e])
-            rows.append({"loss": loss, "variant": name, "epoch": epoch,
-                         "mean": float(values.mean()), "std": float(values.std()),
-                         "min": float(values.min()), "max": float(values.max())})
-    return rows
-
-
 @card.table("costs")
 def costs(m: Measured) -> list[dict]:
-    return _cost_rows(m.stable, "binary_crossentropy") + _cost_rows(m.clipped, "clipped")
+    return [row for loss, t in (("binary_crossentropy", m.stable), ("clipped", m.clipped))
+            for row in per_epoch_rows(t.labels, t.costs, t.epochs, loss=loss)]
 
 
 @card.table("accuracy")

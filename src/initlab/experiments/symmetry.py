@@ -17,6 +17,7 @@ from initlab.experiments.card import (
     Outcome,
     Run,
     Variant,
+    per_epoch_rows,
     pick,
     sizes,
     spread,
@@ -272,15 +273,8 @@ def one_unit(m: Measured) -> list[dict]:
 
 @card.table("costs")
 def costs(m: Measured) -> list[dict]:
-    rows = []
-    for architecture, t in (("relu", m.wide), ("tanh", m.tanh), ("one-unit", m.one)):
-        for e, epoch in enumerate(t.epochs):
-            for name in dict.fromkeys(n for n, _ in t.labels):
-                values = t.of(name, t.costs[e])
-                rows.append({"architecture": architecture, "variant": name, "epoch": epoch,
-                             "mean": float(values.mean()), "std": float(values.std()),
-                             "min": float(values.min()), "max": float(values.max())})
-    return rows
+    return [row for architecture, t in (("relu", m.wide), ("tanh", m.tanh), ("one-unit", m.one))
+            for row in per_epoch_rows(t.labels, t.costs, t.epochs, architecture=architecture)]
 
 
 @card.figure("symmetry-units")
