@@ -318,6 +318,86 @@ def _inspect_torch(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace, console: Console) -> int:
+    from initlab._validate import suggest
+
+    fail_on = [v.strip() for v in (args.fail_on or "").split(",") if v.strip()]
+    problems = ("overflow", "exploding", "vanishing", "dead", "saturated")
+    for value in fail_on:  # checked before the model is built
+        if value not in problems:
+            raise ValueError(f"--fail-on takes a comma-separated list of {', '.join(problems)}; "
+                             f"got --fail-on {args.fail_on!r}: {value!r} is not one"
+                             f"{suggest(value, problems)}")
+    if args.batch < 2:
+        raise ValueError(f"--batch must be >= 2; got --batch {args.batch}")
+    try:
+        import torch
+
+        from initlab import torch as itorch
+        from initlab.torch.doctor import doctor
+    except ImportError:
+        raise ValueError("doctor needs PyTorch: pip install torch==2.13.0") from None
+    module = itorch.load_factory(args.factory)
+    if args.input_shape:
+        try:
+            shape = tuple(int(d) for d in args.input_shape.split(","))
+        except ValueError:
+            raise ValueError(f"--input-shape must be comma-separated ints, e.g. 3,32,32; got "
+                             f"--input-shape {args.input_shape!r}") from None
+    else:
+        first = next(itorch.layers(module), (None, None))[1]
+        if not isinstance(first, torch.nn.Linear):
+            raise ValueError("give --input-shape (one sample's shape, e.g. 3,32,32) for a model "
+                             "that does not start with a Linear layer")
+        shape = (first.in_features,)
+    dtype = next(module.parameters()).dtype
+    gen = torch.Generator().manual_seed(args.seed)
+    X = torch.randn((args.batch, *shape), generator=gen, dtype=dtype)
+    report = doctor(module, X)
+    failing = sorted({row["verdict"] for row in report.layers} & set(fail_on))
+    if args.json:
+        sys.stdout.write(report.to_json(indent=1) + "\n")
+        return 1 if failing else 0
+    summary = report.summary
+    counts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items() if n)
+    worst = summary["worst"]
+    console.print(f"[bold]initlab doctor {escape(args.factory)}[/]: {summary['layers']} "
+                  f"Linear / convolution layers on a Gaussian batch of {args.batch}: {counts}.")
+    if worst:
+        console.print(f"Worst layer: {escape(worst['path'])} "
+                      f"({worst['verdict']}, output std {_fmt(worst['act_std'])}).")
+    if summary["not_reached"]:
+        console.print(f"Not reached by the input: {escape(', '.join(summary['not_reached']))}")
+    table = Table(title="per layer (gains: std out / std in; moment gain: mean-field, 1 keeps "
+                        "the signal)")
+    for column in ("layer", "module", "init (p)", "fwd gain", "bwd gain", "output std",
+                   "theory std", "moment gain", "dead", "saturated", "verdict"):
+        table.add_column(column, overflow="fold")
+    colors = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "overflow": "red",
+              "dead": "magenta", "saturated": "magenta"}
+    for row in report.layers:
+        init = row["init"]
+        p = "" if init["p_value"] is None else f" ({init['p_value']:.2g})"
+        table.add_row(escape(row["path"]), row["module"], escape(init["code"] + p),
+                      _fmt(row["forward_gain"]), _fmt(row["backward_gain"]),
+                      _fmt(row["act_std"]), _fmt(row["expected_std"]),
+                      _fmt(row["moment_gain"]), _percent(row["dead_fraction"]),
+                      _percent(row["saturated_fraction"]),
+                      f"[{colors[row['verdict']]}]{row['verdict']}[/]")
+    console.print(table)
+    if report.fix:
+        fixed = [row for row in report.layers if row["fix"]]
+        console.print(f"Fix ({len(fixed)} layer(s); paste with `model` your model and "
+                      f"`from torch import nn`):")
+        console.print(escape(report.fix), markup=False, highlight=False)
+        console.print(f"Predicted, first of them: {escape(fixed[0]['fix']['effect'])}.")
+        console.print(f"Or: {escape(summary['alternative'])}")
+    if failing:
+        console.print(f"[red]--fail-on: {len(failing)} verdict(s) found: "
+                      f"{', '.join(failing)}[/]")
+    return 1 if failing else 0
+
+
 def write_inspection_figures(result, out: str) -> list:
     import numpy as np
 
@@ -491,6 +571,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --torch: one sample's shape, e.g. 3,32,32 (default: the "
                            "first Linear layer's in_features)")
     insp.set_defaults(run=_inspect)
+
+    doc = commands.add_parser(
+        "doctor", help="audit a torch model's initialization, read-only, with fixes to paste",
+        description="Load the torch.nn.Module that MODULE.FUNCTION() returns, pass a Gaussian "
+                    "batch forward and backward (nothing of the model changes) and, per Linear "
+                    "/ convolution layer, say the init it was drawn with (a KS test), forward "
+                    "and backward gain, dead and saturated fractions, the mean-field "
+                    "expectation, a verdict and a fix as code.")
+    doc.add_argument("factory", metavar="MODULE:FUNCTION",
+                     help="a function that returns the model, called without arguments")
+    doc.add_argument("--input-shape", default=None,
+                     help="one sample's shape, e.g. 3,32,32 (default: the first Linear "
+                          "layer's in_features)")
+    doc.add_argument("--batch", type=int, default=64, help="example batch size (default 64)")
+    doc.add_argument("--seed", type=int, default=0, help="seed of the example batch")
+    doc.add_argument("--json", action="store_true",
+                     help="print a JSON document (summary and one object per layer)")
+    doc.add_argument("--fail-on", default=None, metavar="VERDICTS",
+                     help="exit 1 if any layer has one of these verdicts, e.g. "
+                          "exploding,vanishing,dead (overflow, exploding, vanishing, dead, "
+                          "saturated)")
+    doc.set_defaults(run=_doctor)
 
     theo = commands.add_parser(
         "theory", help="mean-field critical point and depth scales of an activation",
