@@ -13,8 +13,10 @@ tinygrad test/test_randomness.py):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import warnings
 from math import sqrt
 
 import numpy as np
@@ -380,13 +382,13 @@ def test_sparse_nonzeros_are_normal_and_zeros_are_spread():
 
 # --- 4. determinism -----------------------------------------------------------------------------
 
-CONSTANT_NAMES = {"zeros", "ones", "constant", "identity"}
+CONSTANT_NAMES = {"zeros", "ones", "constant", "identity", "dirac"}
 
 
 def _shape_for(name):
-    # wide enough that sparse keeps non-zeros: ceil(0.9 * 20) = 18 < 20; delta_orthogonal
-    # takes a conv kernel
-    return (3, 6, 20) if name == "delta_orthogonal" else (6, 20)
+    # wide enough that sparse keeps non-zeros: ceil(0.9 * 20) = 18 < 20; delta_orthogonal and
+    # dirac take a conv kernel
+    return (3, 6, 20) if name in ("delta_orthogonal", "dirac") else (6, 20)
 RANDOM_NAMES = sorted(set(initializers.available()) - CONSTANT_NAMES)
 
 
@@ -516,8 +518,23 @@ inits = initializers
     (lambda: inits.glorot_uniform((10,)), "at least 2 dims"),
     (lambda: inits.lecun_normal(10), "at least 2 dims"),
     (lambda: inits.orthogonal((10,)), "at least 2 dims; got shape=(10,)"),
-    (lambda: inits.he_normal((0, 5)), "fans must be positive; got shape=(0, 5) (fan_in=0"),
-    (lambda: inits.glorot_normal((3, 0, 4, 5)), "fan_in=0, fan_out=0"),
+    # a zero-element weight is a warning and an empty array (test_zero_element_shape_...);
+    # its fans are still an error
+    (lambda: compute_fans((0, 5)), "fans must be positive; got shape=(0, 5) (fan_in=0"),
+    (lambda: compute_fans((3, 0, 4, 5)), "fan_in=0, fan_out=0"),
+    (lambda: inits.he_normal((4, 5), mode="fan_geo_avg"),
+     "mode must be one of fan_in, fan_out, fan_avg; got mode='fan_geo_avg'"),
+    (lambda: compute_fans((4, 5, 6), in_axis=3), "in_axis must name axes of a 3-dim weight; "
+     "got in_axis=3"),
+    (lambda: compute_fans((4, 5, 6), in_axis=0, out_axis=(1, 0)),
+     "must be distinct axes; got in_axis=0, out_axis=(1, 0), batch_axis=()"),
+    (lambda: inits.variance_scaling((4, 5, 6), in_axis=0, out_axis=-1, batch_axis=2),
+     "got in_axis=0, out_axis=-1, batch_axis=2 for shape=(4, 5, 6)"),
+    (lambda: inits.dirac((3, 3)), "dirac needs a conv kernel (*kernel, c_in, c_out); got "
+     "shape=(3, 3)"),
+    (lambda: inits.dirac((3, 4, 6), groups=4), "groups must be a positive int dividing "
+     "c_out=6; got groups=4"),
+    (lambda: inits.dirac((3, 4, 6), groups=0), "got groups=0"),
     (lambda: inits.torch_default((5,)), "needs its layer's fan_in; got fan_in=None"),
     (lambda: inits.torch_default((5,), fan_in=0), "fan_in must be finite and > 0; got fan_in=0"),
     (lambda: inits.sparse((4, 4), sparsity=1.5), "sparsity must be in [0, 1]; got sparsity=1.5"),
@@ -537,6 +554,8 @@ def test_error_names_argument_and_value(call, message):
     (lambda: inits.normal((2, 2), rng="seed"), "got rng='seed'"),
     (lambda: inits.normal("ab"), "got shape='ab'"),
     (lambda: inits.get(42), "got 42"),
+    (lambda: compute_fans((4, 5), in_axis=0.5), "in_axis must be an int or a tuple of ints; got "
+     "in_axis=0.5"),
 ])
 def test_type_errors_name_the_value(call, message):
     with pytest.raises(TypeError, match=re.escape(message)):
@@ -563,6 +582,9 @@ def test_compute_fans(shape, expected):
 @pytest.mark.parametrize(("name", "param", "expected"), [
     ("linear", None, 1.0),
     ("conv2d", None, 1.0),
+    ("conv_transpose1d", None, 1.0),  # PyTorch's table has the transposed convolutions too
+    ("conv_transpose2d", None, 1.0),
+    ("conv_transpose3d", None, 1.0),
     ("sigmoid", None, 1.0),
     ("tanh", None, 5 / 3),
     ("relu", None, math.sqrt(2)),
@@ -594,3 +616,146 @@ def test_numerical_gain_of_callables():
     z = np.random.default_rng(SEED).standard_normal(400_000)
     assert 1 / math.sqrt(np.mean(gelu(z) ** 2)) == pytest.approx(gain_by_gauss_hermite(gelu),
                                                                  rel=0.01)
+
+
+# --- 8. parity with the reference libraries -----------------------------------------------------
+
+def _params_for(name):
+    return {"fan_in": 3} if name == "torch_default" else {}
+
+
+@pytest.mark.parametrize("shape", [(1, 0), (0, 4), (3, 3, 0, 8), (0,)])
+@pytest.mark.parametrize("name", initializers.available())
+def test_zero_element_shape_warns_and_returns_an_empty_array(name, shape):
+    # PyTorch warns "Initializing zero-element tensors is a no-op"; Keras and JAX return the
+    # empty array: initlab does both, for every initializer alike
+    for dtype in (np.float64, np.float32):
+        with pytest.warns(UserWarning, match=re.escape(f"{name}: shape={shape} has no elements")):
+            out = initializers.get(name)(shape, rng=0, dtype=dtype, **_params_for(name))
+        assert out.shape == shape and out.dtype == dtype and out.size == 0
+    with pytest.raises(TypeError, match="sdt"):  # an unknown parameter is still an error
+        getattr(initializers, name)(shape, sdt=0.1)
+
+
+def test_nonempty_shapes_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in initializers.available():
+            getattr(initializers, name)(_shape_for(name), rng=0, **_params_for(name))
+
+
+@pytest.mark.parametrize(("dtype", "shape", "seeds"), [
+    (np.float16, (100, 100), range(5)),       # 2, 0, 3, 1, 0 draws rounded onto high before
+    (np.float32, (4096, 4096), range(2)),     # 1 at seed 0
+])
+def test_uniform_stays_below_high_in_the_output_dtype(dtype, shape, seeds):
+    below_high = np.nextafter(dtype(1.0), dtype(0.0))
+    rounded_onto_high = 0
+    for seed in seeds:
+        out = initializers.uniform(shape, low=-1.0, high=1.0, rng=seed, dtype=dtype)
+        assert out.dtype == dtype
+        assert out.min() >= -1.0 and out.max() < 1.0
+        draws = np.random.default_rng(seed).uniform(-1.0, 1.0, shape)
+        moved = draws.astype(dtype) >= 1.0
+        rounded_onto_high += int(moved.sum())
+        np.testing.assert_array_equal(out[moved], below_high)  # the largest value below high
+        np.testing.assert_array_equal(out[~moved], draws.astype(dtype)[~moved])
+    assert rounded_onto_high >= 1  # the case occurs: the test can fail
+
+
+def test_uniform_bounds_hold_for_unrepresentable_bounds_in_float16():
+    low, high = -0.1, 0.1  # neither is a float16: float16(0.1) < 0.1 < next float16
+    for seed in range(5):
+        out = initializers.uniform((200, 200), low=low, high=high, rng=seed, dtype=np.float16)
+        assert float(out.min()) >= low and float(out.max()) < high
+
+
+def test_callable_keeps_the_dtype_it_binds():
+    init = initializers.get(functools.partial(initializers.normal, dtype=np.float32))
+    assert init.name == "normal"
+    out = init((3, 4), rng=0)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, initializers.normal((3, 4), rng=0, dtype=np.float32))
+    assert init((3, 4), rng=0, dtype=np.float64).dtype == np.float64  # an explicit dtype wins
+    assert initializers.get("normal")((3, 4), rng=0).dtype == np.float64
+
+
+@pytest.mark.parametrize(("shape", "axes", "expected"), [
+    ((512, 8, 64), {"in_axis": 0, "out_axis": (1, 2)}, (512, 8 * 64)),  # attention q/k/v kernel
+    ((8, 64, 512), {"in_axis": (0, 1), "out_axis": -1}, (8 * 64, 512)),  # attention output
+    ((512, 8, 64), {}, (512 * 8, 512 * 64)),                              # the default rule
+    ((4, 3, 16, 32), {"batch_axis": 0}, (3 * 16, 3 * 32)),  # 4 independent 1-D conv kernels
+    ((16, 3, 3, 32), {"in_axis": 0, "out_axis": 3}, (9 * 16, 9 * 32)),  # (in, *k, out)
+    ((5, 7), {"in_axis": 1, "out_axis": 0}, (7, 5)),                      # PyTorch's (out, in)
+])
+def test_compute_fans_with_named_axes(shape, axes, expected):
+    assert compute_fans(shape, **axes) == expected
+    fan_in, fan_out = expected
+    assert fans.fan(shape, "fan_geo_avg", **axes) == pytest.approx(sqrt(fan_in * fan_out),
+                                                                   rel=1e-15)
+
+
+@pytest.mark.parametrize("distribution", ["normal", "truncated_normal", "uniform"])
+@pytest.mark.parametrize("mode", ["fan_in", "fan_out", "fan_avg", "fan_geo_avg"])
+def test_variance_scaling_with_axes_is_exactly_the_formula(mode, distribution):
+    shape, axes = (64, 4, 16), {"in_axis": 0, "out_axis": (1, 2)}
+    fan_in, fan_out = 64, 4 * 16
+    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2,
+         "fan_geo_avg": sqrt(fan_in * fan_out)}[mode]
+    family = {"truncated_normal": "truncated"}.get(distribution, distribution)
+    scale = sqrt(2.0 / n) * (sqrt(3.0) if family == "uniform" else 1.0)
+    out = initializers.variance_scaling(shape, scale=2.0, mode=mode, distribution=distribution,
+                                        rng=SEED, **axes)
+    np.testing.assert_allclose(out, scale * unit_draw(family, shape, SEED), rtol=0,
+                               atol=1e-12 * scale)
+
+
+JAX_CASES = [
+    ((512, 8, 64), {"in_axis": 0, "out_axis": (1, 2)}, "fan_in"),
+    ((512, 8, 64), {"in_axis": 0, "out_axis": (1, 2)}, "fan_out"),
+    ((8, 64, 512), {"in_axis": (0, 1), "out_axis": -1}, "fan_avg"),
+    ((4, 3, 16, 32), {"batch_axis": 0}, "fan_in"),
+    ((3, 3, 16, 32), {}, "fan_geo_avg"),
+    ((512, 8, 64), {"in_axis": 0, "out_axis": (1, 2)}, "fan_geo_avg"),
+]
+
+
+@pytest.mark.parametrize(("shape", "axes", "mode"), JAX_CASES)
+def test_variance_scaling_axes_agree_with_jax(shape, axes, mode):
+    jax = pytest.importorskip("jax")
+    jax_init = jax.nn.initializers.variance_scaling(2.0, mode, "uniform", **axes)
+    theirs = np.asarray(jax_init(jax.random.key(0), shape, np.float32), dtype=np.float64)
+    ours = initializers.variance_scaling(shape, scale=2.0, mode=mode, distribution="uniform",
+                                         rng=SEED, **axes)
+    # U(-l, l) over >= 1e5 draws: the largest |w| is l to within 1e-3 (P(miss) < e^-100), so
+    # JAX's bound pins its fan; a fan off by a factor of heads = 8 would be off by sqrt(8)
+    limit = float(np.abs(ours).max())
+    assert limit == pytest.approx(float(np.abs(theirs).max()), rel=1e-3)
+    assert np.abs(theirs).max() <= limit * (1 + 1e-3)
+    # and the two samples follow the same law (two-sample KS)
+    assert stats.ks_2samp(ours.ravel(), theirs.ravel()).pvalue > P_MIN
+
+
+def test_jax_oracle_negative_control_default_axes_differ_on_an_attention_kernel():
+    jax = pytest.importorskip("jax")
+    shape = (512, 8, 64)
+    jax_init = jax.nn.initializers.variance_scaling(2.0, "fan_in", "uniform", in_axis=0,
+                                                    out_axis=(1, 2))
+    theirs = np.asarray(jax_init(jax.random.key(0), shape, np.float32), dtype=np.float64)
+    ours = initializers.variance_scaling(shape, scale=2.0, distribution="uniform", rng=SEED)
+    assert float(np.abs(ours).max()) < 0.5 * float(np.abs(theirs).max())  # 1/sqrt(8) apart
+
+
+@pytest.mark.parametrize(("shape", "groups"), [((3, 4, 4), 1), ((3, 4, 6), 1), ((3, 6, 4), 1),
+                                               ((3, 3, 2, 4), 2), ((2, 3, 3, 4, 6), 3)])
+def test_dirac_is_the_identity_convolution(shape, groups):
+    kernel = initializers.dirac(shape, groups=groups)
+    *field, c_in, c_out = shape
+    per_group = c_out // groups
+    expected = np.zeros(shape)
+    centre = tuple(k // 2 for k in field)
+    for g in range(groups):
+        for d in range(min(per_group, c_in)):
+            expected[(*centre, d, g * per_group + d)] = 1.0
+    np.testing.assert_array_equal(kernel, expected)
+    assert kernel.sum() == groups * min(per_group, c_in)

@@ -601,3 +601,48 @@ def test_torch_probe_table_draws_the_engines_awake_timeline(tmp_path):
     np.testing.assert_array_equal(awake, expected)
     path = figures.awake_timeline(steps, awake, tmp_path / "awake.png")
     assert matplotlib.image.imread(path).std() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_modules_get_the_rounded_float64_draw(dtype):
+    module = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Conv1d(4, 8, 3)).to(dtype)
+    itorch.initialize(module, "orthogonal", bias="torch_default", rng=0)
+    W = module[0].weight.detach().double()
+    eps = torch.finfo(dtype).eps
+    # rows of PyTorch's (out, in) are orthonormal to half precision: |W W^T - I| ~ sqrt(in) eps
+    assert (W @ W.T - torch.eye(32, dtype=torch.float64)).abs().max() < 8 * eps
+    reference = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Conv1d(4, 8, 3)).double()
+    itorch.initialize(reference, "orthogonal", bias="torch_default", rng=0)
+    for ours, exact in zip(module.parameters(), reference.parameters(), strict=True):
+        assert ours.dtype == dtype
+        torch.testing.assert_close(ours.detach(), exact.detach().to(dtype), rtol=0, atol=0)
+
+
+def test_half_precision_orthogonal_works_where_torch_orthogonal_fails():
+    module = nn.Linear(16, 8).half()
+    if module.weight.device.type == "cpu":  # PyTorch's QR has no half-precision CPU kernel
+        with pytest.raises((NotImplementedError, RuntimeError)):
+            nn.init.orthogonal_(module.weight.detach().clone())
+    itorch.initialize(module, "orthogonal", rng=1)
+    W = module.weight.detach().double()
+    assert torch.allclose(W @ W.T, torch.eye(8, dtype=torch.float64), atol=8e-3)
+
+
+def test_float16_torch_default_stays_inside_its_bound():
+    layer = nn.Linear(1, 4096 * 16).half()  # fan_in 1: bound 1 for weights and bias
+    for seed in range(5):
+        itorch.initialize(layer, "torch_default", bias="torch_default", rng=seed)
+        assert layer.weight.max().item() < 1.0 and layer.bias.max().item() < 1.0
+
+
+def test_zero_element_layers_are_initialized_with_a_warning():
+    for spec in ("zeros", "he_normal", "torch_default", "orthogonal"):
+        layer = nn.Linear(0, 4)
+        with pytest.warns(UserWarning, match=r"shape=\(0, 4\) has no elements"):
+            itorch.initialize(layer, spec, rng=0)
+        assert layer.weight.shape == (4, 0)
+        assert torch.equal(layer.bias.detach(), torch.zeros(4))  # the default zeros bias
+    layer = nn.Conv2d(3, 0, 3)
+    with pytest.warns(UserWarning, match="has no elements"):
+        itorch.initialize(layer, "he_uniform", bias="torch_default", rng=0)
+    assert layer.weight.shape == (0, 3, 3, 3) and layer.bias.shape == (0,)

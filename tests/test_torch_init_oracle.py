@@ -302,3 +302,39 @@ def test_sparse_zero_pattern_and_values_match_torch(sparsity, zeros_per_input):
 def test_calculate_gain_agrees_with_torch(nonlinearity, param):
     assert calculate_gain(nonlinearity, param) == pytest.approx(
         tinit.calculate_gain(nonlinearity, param), rel=1e-15)
+
+
+@pytest.mark.parametrize("nonlinearity", ["conv_transpose1d", "conv_transpose2d",
+                                          "conv_transpose3d"])
+def test_calculate_gain_of_transposed_convs_agrees_with_torch(nonlinearity):
+    assert calculate_gain(nonlinearity) == tinit.calculate_gain(nonlinearity) == 1
+
+
+# --- dirac --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize(("conv", "c_in", "c_out", "kernel"), [
+    (torch.nn.Conv1d, 4, 4, 3), (torch.nn.Conv1d, 4, 6, 4), (torch.nn.Conv2d, 6, 4, (3, 5)),
+    (torch.nn.Conv2d, 4, 4, 3), (torch.nn.Conv3d, 4, 8, (3, 2, 3)), (torch.nn.Conv3d, 2, 2, 1),
+])
+def test_dirac_is_torch_dirac(conv, c_in, c_out, kernel, groups):
+    from initlab import torch as itorch
+
+    layer = conv(c_in, c_out, kernel, groups=groups).double()
+    assert layer.weight.dim() in (3, 4, 5)
+    theirs = tinit.dirac_(layer.weight.detach().clone(), groups=groups)
+    itorch.initialize(layer, {"name": "dirac", "groups": groups})
+    torch.testing.assert_close(layer.weight.detach(), theirs, rtol=0, atol=0)
+    assert theirs.sum() > 0  # a non-trivial kernel: the comparison can fail
+    if c_in == c_out and all(k % 2 for k in np.atleast_1d(kernel)):
+        same = conv(c_in, c_out, kernel, groups=groups, padding="same").double()
+        itorch.initialize(same, {"name": "dirac", "groups": groups})
+        x = torch.randn(2, c_in, *([7] * (layer.weight.dim() - 2)), dtype=torch.float64)
+        with torch.no_grad():
+            torch.testing.assert_close(same(x), x, rtol=0, atol=0)  # the identity map
+
+
+def test_dirac_negative_control_group_layout_matters():
+    theirs = tinit.dirac_(torch.empty(4, 2, 3, dtype=torch.float64), groups=2)
+    ours = initializers.dirac(initlab_shape((4, 2, 3)), groups=1)  # groups ignored: wrong
+    assert not np.array_equal(to_initlab(theirs), ours)

@@ -2,8 +2,14 @@
 
 Conventions (see :mod:`initlab.fans` for the layout): weights are ``(fan_in, fan_out)`` or
 ``(*receptive_field, c_in, c_out)``. Every draw is made in float64 from the given ``rng`` and then
-cast, so a float32 model is the rounded float64 one. The general case is
-:func:`variance_scaling`; the named schemes are one-line specializations of it.
+cast, so a float32 model is the rounded float64 one (except that a uniform draw that would round
+onto its open bound ``high`` becomes the largest value below it: U[low, high) holds in every
+dtype). The general case is :func:`variance_scaling`; the named schemes are one-line
+specializations of it.
+
+A shape with no elements, such as (1, 0), gives an empty array of that shape with a
+``UserWarning``, for every initializer (PyTorch warns and does nothing; Keras and JAX return the
+empty array).
 
 Where the reference libraries disagree, initlab picks one and names the other:
 
@@ -19,9 +25,11 @@ Where the reference libraries disagree, initlab picks one and names the other:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 import math
 import operator
+import warnings
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, Literal
@@ -29,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from initlab._validate import RngLike, as_rng, check_choice, check_positive, suggest
-from initlab.fans import MODES, Mode, calculate_gain, compute_fans, fan
+from initlab.fans import MODES, Axes, Mode, calculate_gain, compute_fans, fan
 
 Distribution = Literal["normal", "truncated_normal", "uniform"]
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
@@ -59,8 +67,20 @@ ALIASES: dict[str, str] = {
 
 
 def _register(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    _REGISTRY[fn.__name__] = fn
-    return fn
+    """Register ``fn``, which then returns an empty array, with a warning, for a shape with no
+    elements (the one rule for all initializers, so that none needs fans of nothing)."""
+    @functools.wraps(fn)
+    def init(shape: Any, /, **params: Any) -> np.ndarray:
+        dims = _shape(shape)
+        if math.prod(dims) == 0:
+            inspect.signature(fn).bind(dims, **params)  # an unknown parameter is still an error
+            warnings.warn(f"{fn.__name__}: shape={dims} has no elements; initializing it is a "
+                          f"no-op, returning an empty array", UserWarning, stacklevel=2)
+            return np.zeros(dims, dtype=params.get("dtype", Float))
+        return fn(dims, **params)
+
+    _REGISTRY[fn.__name__] = init
+    return init
 
 
 def _shape(shape: Any) -> tuple[int, ...]:
@@ -76,6 +96,22 @@ def _shape(shape: Any) -> tuple[int, ...]:
 
 def _out(values: np.ndarray, dtype: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).astype(dtype, copy=False)
+
+
+def _in_interval(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Clip cast draws of U[low, high) into [low, high) as numbers of their own dtype: a draw
+    just below ``high`` can round up to it (1 in 2^11 of U[0, 1) in float16, and float64's
+    ``low + (high - low) * u`` itself can), and one just above ``low`` below it."""
+    if values.dtype.kind != "f" or not high > low:
+        return values
+    lo, hi = np.asarray(low, values.dtype), np.asarray(high, values.dtype)
+    if float(hi) >= high:  # the largest value of the dtype below high
+        hi = np.nextafter(hi, np.asarray(-np.inf, values.dtype))
+    if float(lo) < low:
+        lo = np.nextafter(lo, np.asarray(np.inf, values.dtype))
+    if lo <= hi:
+        np.clip(values, lo, hi, out=values)
+    return values
 
 
 # --- constants ------------------------------------------------------------------------------
@@ -121,10 +157,12 @@ def scaled_normal(shape, *, scale: float = 1.0, rng: RngLike = None, dtype=Float
 @_register
 def uniform(shape, *, low: float = 0.0, high: float = 1.0, rng: RngLike = None,
             dtype=Float) -> np.ndarray:
-    """U[low, high) (PyTorch ``uniform_``; JAX ``uniform(s)`` is low=0, high=s)."""
+    """U[low, high) (PyTorch ``uniform_``; JAX ``uniform(s)`` is low=0, high=s), in the output
+    dtype too: a draw that would round onto ``high`` is the largest value below it."""
     if not (np.isfinite(low) and np.isfinite(high)) or low > high:
         raise ValueError(f"uniform needs finite low <= high; got low={low!r}, high={high!r}")
-    return _out(as_rng(rng).uniform(float(low), float(high), _shape(shape)), dtype)
+    draws = as_rng(rng).uniform(float(low), float(high), _shape(shape))
+    return _in_interval(_out(draws, dtype), float(low), float(high))
 
 
 @cache
@@ -171,19 +209,25 @@ def trunc_normal_abs(shape, *, mean: float = 0.0, std: float = 1.0, a: float = -
 
 @_register
 def variance_scaling(shape, *, scale: float = 1.0, mode: Mode = "fan_in",
-                     distribution: Distribution = "truncated_normal", rng: RngLike = None,
+                     distribution: Distribution = "truncated_normal", in_axis: Axes = -2,
+                     out_axis: Axes = -1, batch_axis: Axes = (), rng: RngLike = None,
                      dtype=Float) -> np.ndarray:
-    """Weights of variance ``scale / n``, n = fan_in, fan_out or (fan_in + fan_out) / 2.
+    """Weights of variance ``scale / n``, n = fan_in, fan_out, (fan_in + fan_out) / 2 or
+    sqrt(fan_in * fan_out) (mode fan_geo_avg, JAX's).
 
     normal: N(0, scale/n); truncated_normal: the same std, truncated at 2 std (corrected, see
     :func:`truncated_normal`); uniform: U(-limit, limit) with limit = sqrt(3 * scale / n).
     fan_in preserves the forward signal's variance, fan_out the backward gradient's, fan_avg
-    compromises (Glorot & Bengio 2010). Keras ``VarianceScaling``, JAX ``variance_scaling``.
+    compromises (Glorot & Bengio 2010). Keras ``VarianceScaling``, JAX ``variance_scaling``,
+    whose ``in_axis``, ``out_axis`` and ``batch_axis`` say which axes the fans count
+    (:func:`initlab.fans.compute_fans`): an attention kernel (dim, heads, key_dim) with
+    ``in_axis=0, out_axis=(1, 2)`` has fan_in = dim.
     """
     scale = check_positive("scale", scale, allow_zero=True)
     check_choice("mode", mode, MODES)
     check_choice("distribution", distribution, DISTRIBUTIONS)
-    std = math.sqrt(scale / fan(_shape(shape), mode))
+    std = math.sqrt(scale / fan(_shape(shape), mode, in_axis=in_axis, out_axis=out_axis,
+                                batch_axis=batch_axis))
     if distribution == "normal":
         return normal(shape, std=std, rng=rng, dtype=dtype)
     if distribution == "truncated_normal":
@@ -212,6 +256,7 @@ def he_normal(shape, *, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: str
     """N(0, gain^2 / fan), gain = calculate_gain(nonlinearity, a): 2 / fan_in for ReLU (a = 0).
     He et al. 2015 ("Delving deep into rectifiers"), eq. 10; PyTorch ``kaiming_normal_``, whose
     default nonlinearity, leaky_relu with slope a, it shares."""
+    check_choice("mode", mode, HE_MODES)
     return variance_scaling(shape, scale=_kaiming_gain(nonlinearity, a) ** 2, mode=mode,
                             distribution="normal", rng=rng, dtype=dtype)
 
@@ -221,8 +266,14 @@ def he_uniform(shape, *, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: st
                rng: RngLike = None, dtype=Float) -> np.ndarray:
     """U(-l, l), l = gain * sqrt(3 / fan): sqrt(6 / fan_in) for ReLU. He et al. 2015;
     PyTorch ``kaiming_uniform_``."""
+    check_choice("mode", mode, HE_MODES)
     return variance_scaling(shape, scale=_kaiming_gain(nonlinearity, a) ** 2, mode=mode,
                             distribution="uniform", rng=rng, dtype=dtype)
+
+
+# He et al. derive fan_in (forward signal) and fan_out (gradients); fan_avg is kept from
+# initlab's first API; JAX's fan_geo_avg belongs to variance_scaling alone
+HE_MODES = ("fan_in", "fan_out", "fan_avg")
 
 
 def _kaiming_gain(nonlinearity: str, a: float) -> float:
@@ -307,6 +358,29 @@ def delta_orthogonal(shape, *, gain: float = 1.0, rng: RngLike = None,
 
 
 @_register
+def dirac(shape, *, groups: int = 1, rng: RngLike = None, dtype=Float) -> np.ndarray:
+    """The identity convolution: 1 at the kernel's centre from input channel d to output channel
+    d of each of ``groups`` groups, 0 elsewhere, so a conv with as many outputs per group as
+    inputs passes its input through. PyTorch ``dirac_``, for initlab's (*kernel, c_in, c_out)
+    where ``c_in`` is the channels one group reads (PyTorch's in / groups); groups split c_out.
+    """
+    dims = _shape(shape)
+    if len(dims) < 3:
+        raise ValueError(f"dirac needs a conv kernel (*kernel, c_in, c_out); got shape={dims}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 \
+            or dims[-1] % groups:
+        raise ValueError(f"groups must be a positive int dividing c_out={dims[-1]}; got "
+                         f"groups={groups!r}")
+    per_group = dims[-1] // groups
+    channels = np.arange(min(per_group, dims[-2]))
+    kernel = np.zeros(dims)
+    centre = [k // 2 for k in dims[:-2]]  # PyTorch's size // 2, for odd and even kernels
+    for g in range(groups):
+        kernel[(*centre, channels, g * per_group + channels)] = 1.0  # type: ignore[index]
+    return _out(kernel, dtype)
+
+
+@_register
 def identity(shape, *, gain: float = 1.0, rng: RngLike = None, dtype=Float) -> np.ndarray:
     """gain * I (ones on the main diagonal of a rectangular matrix). PyTorch ``eye_``."""
     dims = _shape(shape)
@@ -349,8 +423,12 @@ class Initializer:
         """Whether a bias drawn with it needs its layer's fan_in (PyTorch's default bias)."""
         return "fan_in" in _parameters(self.fn) and "fan_in" not in self.params
 
-    def __call__(self, shape, *, rng: RngLike = None, dtype=Float, **extra) -> np.ndarray:
-        return self.fn(shape, rng=rng, dtype=dtype, **self.params, **extra)
+    def __call__(self, shape, *, rng: RngLike = None, dtype: Any = None, **extra) -> np.ndarray:
+        """Draw a new array; ``dtype`` None keeps the function's own (float64, or the dtype a
+        ``functools.partial`` bound)."""
+        if dtype is not None:
+            extra["dtype"] = dtype
+        return self.fn(shape, rng=rng, **self.params, **extra)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -404,7 +482,8 @@ def get(spec: str | Mapping[str, Any] | Callable | Initializer) -> Initializer:
                                  f"its parameters: {', '.join(allowed) or 'none'}")
         return Initializer(name, fn, params)
     if callable(spec):
-        return Initializer(getattr(spec, "__name__", type(spec).__name__), spec, {})
+        named = spec.func if isinstance(spec, functools.partial) else spec
+        return Initializer(getattr(named, "__name__", type(named).__name__), spec, {})
     raise TypeError(f"initializer must be a name, a mapping with 'name' or a callable; "
                     f"got {spec!r}")
 

@@ -22,7 +22,10 @@ def initialize(module: nn.Module, spec: Any, bias: Any = None, *, rng: RngLike =
                ) -> nn.Module:
     """Draw every Linear / convolution weight of ``module`` with an initlab initializer (a name,
     a mapping or a callable), and its bias with ``bias`` (default zeros; ``torch_default``
-    gets the layer's fan_in). CHANGES the module in place and returns it.
+    gets the layer's fan_in). CHANGES the module in place and returns it. Every draw is made
+    in float64 and cast to the layer's dtype, so half-precision modules (float16, bfloat16) get
+    the rounded float64 weights, orthogonal included (PyTorch's ``orthogonal_`` does not run in
+    half precision).
 
     >>> initialize(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), "he_normal", rng=0)
     """
@@ -34,16 +37,28 @@ def initialize(module: nn.Module, spec: Any, bias: Any = None, *, rng: RngLike =
         for _, layer in layers(module):
             found = True
             shape = initlab_shape(layer)
-            layer.weight.copy_(to_torch(weight_init(shape, rng=gen), layer))
+            dtype = _numpy_dtype(layer.weight.dtype)
+            layer.weight.copy_(to_torch(weight_init(shape, rng=gen, dtype=dtype), layer))
             if layer.bias is not None:
-                fan_in = compute_fans(shape)[0]
-                extra = {"fan_in": fan_in} if bias_init.needs_fan_in else {}
-                values = bias_init((layer.bias.shape[0],), rng=gen, **extra)
+                # fans only where a bias with elements asks: a zero-element layer has none
+                needs_fan_in = bias_init.needs_fan_in and layer.bias.numel() > 0
+                extra = {"fan_in": compute_fans(shape)[0]} if needs_fan_in else {}
+                values = bias_init((layer.bias.shape[0],), rng=gen, dtype=dtype, **extra)
                 layer.bias.copy_(torch.from_numpy(values).to(layer.bias.dtype))
     if not found:
         raise ValueError(f"module has no Linear or convolution layer to initialize: "
                          f"{type(module).__name__}")
     return module
+
+
+# torch dtypes NumPy has: initlab draws in float64 and casts to them itself, so that its
+# guarantees in the output dtype (U[low, high) stays below high) hold; bfloat16, which NumPy
+# lacks, gets the float64 draw cast by torch (round to nearest)
+_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _numpy_dtype(dtype: torch.dtype) -> Any:
+    return _NUMPY_DTYPES.get(dtype, np.float64)
 
 
 def _output_std(module: nn.Module, layer: Layer, X: torch.Tensor) -> tuple[float, Any]:
