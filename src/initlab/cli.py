@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +12,11 @@ from rich.table import Table
 
 import initlab
 from initlab import initializers
+from initlab.cli_format import fmt as _fmt
+from initlab.cli_format import fresh as _fresh
+from initlab.cli_format import percent as _percent
+from initlab.cli_runs import _compare, _report, _reproduce, _run, _runs
+from initlab.cli_torch import _doctor, _inspect_torch
 
 
 def _list(args: argparse.Namespace, console: Console) -> int:
@@ -53,162 +57,6 @@ def _cards_table() -> Table:
     return table
 
 
-def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from initlab.experiments.runner import run_cards
-    from initlab.report.render import render
-
-    if args.seeds is not None and args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1; got --seeds {args.seeds}")
-    if args.depth is not None:
-        if args.depth < 1:
-            raise ValueError(f"--depth must be >= 1 (residual blocks); got --depth {args.depth}")
-        if not any(hasattr(card.sizes["default"], "depth") for card in cards):
-            raise ValueError(f"--depth applies to the fixup card only; got --depth "
-                             f"{args.depth} with {', '.join(card.name for card in cards)}")
-    import time
-
-    from initlab.experiments.runner import check_out
-
-    check_out(args.out)  # refuse a bad --out before compiling anything
-    start = time.perf_counter()
-    current: list[str] = []  # the card running now
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        try:
-            _compile_kernels(progress)
-        except KeyboardInterrupt:
-            console.print(f"[yellow]Interrupted after {time.perf_counter() - start:.0f} s, "
-                          f"while compiling the kernels: no card ran, nothing was written.[/]")
-            return 130
-        tasks = {card.name: progress.add_task(card.title[:28], total=1.0) for card in cards}
-        previous: list = []
-
-        def on_card(card):
-            for task in previous:  # the card before this one has finished
-                progress.update(task, completed=1.0)
-            previous[:] = [tasks[card.name]]
-            current[:] = [card.name]
-            return lambda fraction: progress.update(tasks[card.name], completed=fraction)
-
-        try:
-            options = {"depth": args.depth} if args.depth is not None else {}
-            folder, results = run_cards(cards, seeds=args.seeds, out=args.out,
-                                        size=args.size, data=args.data, on_card=on_card,
-                                        options=options)
-        finally:
-            for task in previous:
-                progress.update(task, completed=1.0)
-    _, index = render(folder)
-    from initlab.report.render import VERDICTS, seeds_text
-
-    table = Table(title="claims of the sources, failing first (the evidence: in the report)")
-    table.add_column("verdict")
-    table.add_column("claim", max_width=44, no_wrap=True, overflow="ellipsis")
-    table.add_column("headline", overflow="fold")
-    table.add_column("seeds", max_width=12, overflow="fold")
-    colors = {"holds": "green", "fails": "red", "not run": "dim"}
-    claims = sorted((c for r in results for c in r.claims),
-                    key=lambda c: VERDICTS.index(c.verdict))
-    for claim in claims:
-        table.add_row(f"[{colors[claim.verdict]}]{claim.verdict}[/]", escape(claim.claim),
-                      escape(claim.headline or claim.measured),
-                      seeds_text({"seeds": claim.seeds, "replicas": claim.replicas}))
-    console.print(table)
-    wall = time.perf_counter() - start
-    finished = sum(1 for r in results if any(c.verdict != "not run" for c in r.claims))
-    payload = json.loads((folder / "results.json").read_text())
-    images = payload.get("data", {}).get("images")
-    if images:
-        console.print(f"Image data: {escape(images)}")
-    if payload.get("interrupted"):
-        where = f" during card {current[0]}" if current else ""
-        console.print(f"[yellow]Interrupted after {wall:.0f} s{where}: {finished} of "
-                      f"{len(results)} cards finished; the rest are marked 'not run'.[/] "
-                      f"Report: {index}")
-        return 130
-    console.print(f"{len(results)} cards in {wall:.0f} s. Report: {index}")
-    return 0
-
-
-def _compile_kernels(progress) -> None:
-    """Compile the training kernels as a step of its own (from numba's cache after the first
-    run), so that a first run shows the compile instead of pausing in the first card."""
-    try:
-        from initlab.nn import kernels
-    except ImportError:  # numba unavailable: the cards train on the NumPy engine
-        return
-    task = progress.add_task("compile kernels (1st run)", total=1.0)
-    kernels.warm_up(progress=lambda done, total: progress.update(task, completed=done / total))
-    progress.update(task, completed=1.0)
-
-
-def _reproduce(args: argparse.Namespace, console: Console) -> int:
-    from initlab import experiments
-
-    return _run_cards(experiments.all_cards(), args, console)
-
-
-def _run(args: argparse.Namespace, console: Console) -> int:
-    from initlab import experiments
-
-    return _run_cards([experiments.get(args.card)], args, console)
-
-
-def _report(args: argparse.Namespace, console: Console) -> int:
-    from initlab.report.render import render
-
-    md, index = render(args.run_dir)
-    console.print(f"wrote {md}\nwrote {index}")
-    return 0
-
-
-def _runs(args: argparse.Namespace, console: Console) -> int:
-    from pathlib import Path
-
-    from initlab.report import runs
-
-    folders = runs.find(args.dir)
-    table = Table(title=f"runs under {args.dir}")
-    for column in ("run", "started", "cards", "verdicts", "size", "seeds", "time"):
-        table.add_column(column, no_wrap=column in ("run", "started"))
-    for folder in folders:
-        row = runs.summary(folder)
-        cards = row["cards"]
-        verdicts = ", ".join(f"{n} {v}" for v, n in row["counts"].items() if n)
-        table.add_row(escape(str(folder.relative_to(Path(args.dir)))), row["started"],
-                      escape(", ".join(cards) if len(cards) < 4 else f"{len(cards)} cards"),
-                      verdicts, row["size"], str(row["seeds"]),
-                      f"{row['seconds']:.0f} s" + (" (interrupted)" if row["interrupted"]
-                                                   else ""))
-    console.print(table)
-    console.print(f"{len(folders)} run(s)")
-    return 0
-
-
-def _compare(args: argparse.Namespace, console: Console) -> int:
-    from initlab.report import runs
-
-    rows = runs.compare(args.run_a, args.run_b)
-    table = Table(title=f"claims that differ: A = {args.run_a}, B = {args.run_b}")
-    for column in ("claim", "A", "B"):
-        table.add_column(column, overflow="fold")
-    colors = {"holds": "green", "fails": "red", "not run": "dim"}
-
-    def side(entry) -> str:
-        if entry is None:
-            return "[dim](not in this run)[/]"
-        return f"[{colors.get(entry['verdict'], 'dim')}]{entry['verdict']}[/]: " \
-               f"{escape(entry['headline'])}"
-    for row in rows:
-        table.add_row(f"{escape(row['id'])}\n{escape(row['claim'])}", side(row["a"]),
-                      side(row["b"]))
-    console.print(table)
-    console.print(f"{len(rows)} claim(s) differ in verdict or headline")
-    return 0
-
-
 def _gradcheck(args: argparse.Namespace, console: Console) -> int:
     from initlab.experiments.gradcheck import check_all
 
@@ -230,15 +78,6 @@ def _gradcheck(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     console.print(f"{table.row_count - failures} of {table.row_count} combinations pass")
     return 1 if failures else 0
-
-
-def _fmt(value: float) -> str:
-    return "-" if value != value else f"{value:.3g}"  # NaN prints as '-'
-
-
-def _percent(fraction: float) -> str:
-    """A fraction as a percentage, '-' for NaN (no such quantity for this layer)."""
-    return "-" if fraction != fraction else f"{fraction:.0%}"
 
 
 def _inspect(args: argparse.Namespace, console: Console) -> int:
@@ -273,131 +112,6 @@ def _inspect(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _inspect_torch(args: argparse.Namespace, console: Console) -> int:
-    try:
-        from initlab import torch as itorch
-    except ImportError:
-        raise ValueError("--torch needs PyTorch: pip install torch==2.13.0") from None
-    from initlab.inspect import THRESHOLDS
-
-    module = itorch.load_factory(args.torch)
-    if args.init:
-        itorch.initialize(module, args.init, rng=args.seed)
-    shape = tuple(int(d) for d in args.input_shape.split(",")) if args.input_shape else None
-    probe = itorch.probe_batch(module, shape, batch=args.batch, seed=args.seed)
-    rows = itorch.verdict_rows(probe.table)
-    table = Table(title=f"{args.torch} ({'init ' + args.init if args.init else 'its own init'}"
-                        f"), Gaussian probe batch of {args.batch}")
-    for column in ("layer", "name", "units", "output std", "dead", "saturated", "grad std",
-                   "verdict"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(str(row["layer"]), row["name"], str(row["units"]), _fmt(row["act_std"]),
-                      f"{row['dead_fraction']:.0%}", _percent(row["saturated_fraction"]),
-                      _fmt(row["grad_std"]), row["verdict"])
-    console.print(table)
-    console.print(f"Outputs of each Linear / convolution layer (before its activation; "
-                  f"'saturated' reads a Tanh or Sigmoid module that follows the layer in an "
-                  f"nn.Sequential, '-' where there is none). Thresholds: {THRESHOLDS}.")
-    if args.out:
-        import numpy as np
-
-        from initlab.probes import Table as Rows
-        from initlab.report import figures
-
-        stds = [row["act_std"] for row in rows]
-        counts = np.stack([probe.histogram(i)[0] for i in range(len(rows))])
-        paths = [Rows(rows).to_csv(_fresh(args.out, "layers.csv")),
-                 figures.std_vs_depth({args.torch: {"mean": stds}},
-                                      _fresh(args.out, "std_vs_depth.png"),
-                                      title="output std of each Linear / convolution layer"),
-                 figures.histogram_image(counts, _fresh(args.out, "histograms.png"),
-                                         title="outputs of each Linear / convolution layer")]
-        for path in paths:
-            console.print(f"wrote {path}")
-    return 0
-
-
-def _doctor(args: argparse.Namespace, console: Console) -> int:
-    from initlab._validate import suggest
-
-    fail_on = [v.strip() for v in (args.fail_on or "").split(",") if v.strip()]
-    problems = ("overflow", "exploding", "vanishing", "dead", "saturated")
-    for value in fail_on:  # checked before the model is built
-        if value not in problems:
-            raise ValueError(f"--fail-on takes a comma-separated list of {', '.join(problems)}; "
-                             f"got --fail-on {args.fail_on!r}: {value!r} is not one"
-                             f"{suggest(value, problems)}")
-    if args.batch < 2:
-        raise ValueError(f"--batch must be >= 2; got --batch {args.batch}")
-    try:
-        import torch
-
-        from initlab import torch as itorch
-        from initlab.torch.doctor import doctor
-    except ImportError:
-        raise ValueError("doctor needs PyTorch: pip install torch==2.13.0") from None
-    module = itorch.load_factory(args.factory)
-    if args.input_shape:
-        try:
-            shape = tuple(int(d) for d in args.input_shape.split(","))
-        except ValueError:
-            raise ValueError(f"--input-shape must be comma-separated ints, e.g. 3,32,32; got "
-                             f"--input-shape {args.input_shape!r}") from None
-    else:
-        first = next(itorch.layers(module), (None, None))[1]
-        if not isinstance(first, torch.nn.Linear):
-            raise ValueError("give --input-shape (one sample's shape, e.g. 3,32,32) for a model "
-                             "that does not start with a Linear layer")
-        shape = (first.in_features,)
-    dtype = next(module.parameters()).dtype
-    gen = torch.Generator().manual_seed(args.seed)
-    X = torch.randn((args.batch, *shape), generator=gen, dtype=dtype)
-    report = doctor(module, X)
-    failing = sorted({row["verdict"] for row in report.layers} & set(fail_on))
-    if args.json:
-        sys.stdout.write(report.to_json(indent=1) + "\n")
-        return 1 if failing else 0
-    summary = report.summary
-    counts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items() if n)
-    worst = summary["worst"]
-    console.print(f"[bold]initlab doctor {escape(args.factory)}[/]: {summary['layers']} "
-                  f"Linear / convolution layers on a Gaussian batch of {args.batch}: {counts}.")
-    if worst:
-        console.print(f"Worst layer: {escape(worst['path'])} "
-                      f"({worst['verdict']}, output std {_fmt(worst['act_std'])}).")
-    if summary["not_reached"]:
-        console.print(f"Not reached by the input: {escape(', '.join(summary['not_reached']))}")
-    table = Table(title="per layer (gains: std out / std in; moment gain: mean-field, 1 keeps "
-                        "the signal)")
-    for column in ("layer", "module", "init (p)", "fwd gain", "bwd gain", "output std",
-                   "theory std", "moment gain", "dead", "saturated", "verdict"):
-        table.add_column(column, overflow="fold")
-    colors = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "overflow": "red",
-              "dead": "magenta", "saturated": "magenta"}
-    for row in report.layers:
-        init = row["init"]
-        p = "" if init["p_value"] is None else f" ({init['p_value']:.2g})"
-        table.add_row(escape(row["path"]), row["module"], escape(init["code"] + p),
-                      _fmt(row["forward_gain"]), _fmt(row["backward_gain"]),
-                      _fmt(row["act_std"]), _fmt(row["expected_std"]),
-                      _fmt(row["moment_gain"]), _percent(row["dead_fraction"]),
-                      _percent(row["saturated_fraction"]),
-                      f"[{colors[row['verdict']]}]{row['verdict']}[/]")
-    console.print(table)
-    if report.fix:
-        fixed = [row for row in report.layers if row["fix"]]
-        console.print(f"Fix ({len(fixed)} layer(s); paste with `model` your model and "
-                      f"`from torch import nn`):")
-        console.print(escape(report.fix), markup=False, highlight=False)
-        console.print(f"Predicted, first of them: {escape(fixed[0]['fix']['effect'])}.")
-        console.print(f"Or: {escape(summary['alternative'])}")
-    if failing:
-        console.print(f"[red]--fail-on: {len(failing)} verdict(s) found: "
-                      f"{', '.join(failing)}[/]")
-    return 1 if failing else 0
-
-
 def write_inspection_figures(result, out: str) -> list:
     import numpy as np
 
@@ -413,18 +127,6 @@ def write_inspection_figures(result, out: str) -> list:
                                        "replicas)"),
             figures.histogram_image(counts, _fresh(out, "histograms.png"),
                                     title="outputs of each layer, replica 0"), csv]
-
-
-def _fresh(folder: str, name: str):
-    """folder/name, or folder/name-2... if that exists: results are never overwritten."""
-    from pathlib import Path
-
-    path = Path(folder) / name
-    stem, suffix, k = path.stem, path.suffix, 2
-    while path.exists():
-        path, k = path.with_name(f"{stem}-{k}{suffix}"), k + 1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _theory(args: argparse.Namespace, console: Console) -> int:
