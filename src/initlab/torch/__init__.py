@@ -9,9 +9,11 @@ convolutions too (PyTorch's own ``_calculate_fan_in_and_fan_out`` swaps those tw
 torch is optional: importing this package needs it, the rest of initlab does not. Modules:
 :mod:`~initlab.torch.layout` (layers and layouts), :mod:`~initlab.torch.schemes` (initialize, LSUV,
 Fixup), :mod:`~initlab.torch.probes` (probes and inspection), :mod:`~initlab.torch.doctor`
-(``doctor(model, example_input)``: the read-only audit behind ``initlab doctor``).
+(``doctor(model, example_input)``: the read-only audit behind ``initlab doctor``),
+:mod:`~initlab.torch.coordcheck` (μP's coordinate check with a verdict per layer).
 """
 
+from initlab.torch.coordcheck import CoordCheck, coordcheck
 from initlab.torch.doctor import doctor
 from initlab.torch.layout import LAYERS, initlab_shape, layers, to_torch, unit_weights
 from initlab.torch.probes import (
@@ -24,6 +26,6 @@ from initlab.torch.probes import (
 )
 from initlab.torch.schemes import FixupResult, Residual, fixup, initialize, lsuv
 
-__all__ = ["LAYERS", "FixupResult", "Probe", "Residual", "doctor", "fixup", "initialize",
-           "initlab_shape", "inspect_module", "layers", "load_factory", "lsuv", "probe",
-           "probe_batch", "to_torch", "unit_weights", "verdict_rows"]
+__all__ = ["LAYERS", "CoordCheck", "FixupResult", "Probe", "Residual", "coordcheck", "doctor",
+           "fixup", "initialize", "initlab_shape", "inspect_module", "layers", "load_factory",
+           "lsuv", "probe", "probe_batch", "to_torch", "unit_weights", "verdict_rows"]
