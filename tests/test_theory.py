@@ -129,3 +129,34 @@ def test_propagate_takes_one_sigma_w_per_layer_and_zero_layers():
     assert mixed[2] == pytest.approx(0.01)  # all-zero weights: only the bias remains
     with pytest.raises(ValueError, match="depth=3 but 4"):
         theory.propagate("tanh", [1.0] * 4, 0.0, 1.0, 3)
+
+
+def test_correlation_map_off_the_fixed_point_matches_monte_carlo():
+    """Two pre-activations of variance q (not q*) and correlation c: the next layer's
+    correlation is their next covariance over their next variance."""
+    rng = np.random.default_rng(0)
+    q, c, sw2, sb2, n = 0.5, 0.3, 1.5, 0.05, 2_000_000
+    z1 = rng.standard_normal(n)
+    z2 = c * z1 + np.sqrt(1 - c * c) * rng.standard_normal(n)
+    a, b = np.tanh(np.sqrt(q) * z1), np.tanh(np.sqrt(q) * z2)
+    sampled = (sw2 * np.mean(a * b) + sb2) / (sw2 * np.mean(a * a) + sb2)
+    exact = theory.correlation_map("tanh", c, q, np.sqrt(sw2), np.sqrt(sb2))
+    assert exact == pytest.approx(sampled, abs=2e-3)  # MC error ~ 1 / sqrt(n)
+    assert abs(exact - c) > 0.05  # the map moved it: the check is not trivial
+
+
+def test_correlation_fixed_point_and_phase_diagram():
+    sb = np.sqrt(0.05)
+    for sw2 in (1.0, 1.5):  # ordered: every pair of inputs ends up aligned
+        assert theory.correlation_fixed_point("tanh", np.sqrt(sw2), sb) == 1.0
+    sw = 2.0
+    c = theory.correlation_fixed_point("tanh", sw, sb)
+    q = theory.fixed_point("tanh", sw, sb)
+    assert 0 < c < 1
+    assert theory.correlation_map("tanh", c, q, sw, sb) == pytest.approx(c, abs=1e-9)
+    diagram = theory.phase_diagram("tanh", [0.8, 4.0], [0.0, 0.05])
+    assert diagram["chi1"].shape == (2, 2)
+    assert np.all(diagram["chi1"][:, 0] < 1) and np.all(diagram["chi1"][:, 1] > 1)
+    # Schoenholz et al. 2017: the edge at sigma_b^2 = 0.05 is sigma_w^2 ~ 1.76; 1 at 0
+    assert diagram["edge_sigma_w2"] == pytest.approx([1.0, 1.76], abs=0.01)
+    assert theory.depth_scales("tanh", np.sqrt(diagram["edge_sigma_w2"][1]), sb)[1] > 1000

@@ -151,12 +151,14 @@ def chi1(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0) -> float:
 
 def correlation_map(activation: str | Phi, c: float, q: float, sigma_w: float,
                     sigma_b: float = 0.0) -> float:
-    """The next layer's correlation of two inputs that have correlation c and variance q."""
+    """The next layer's correlation of two inputs whose pre-activations have correlation c and
+    variance q: their next covariance over the next variance V(q) (Poole et al. 2016, eq. 5,
+    where q = q* and so V(q) = q)."""
     sigma_w, sigma_b = _check(sigma_w, sigma_b)
     phi = _functions(activation)[0]
     s, root = math.sqrt(q), math.sqrt(max(1.0 - c * c, 0.0))
     cov = _expect2(lambda z1, z2: phi(s * z1) * phi(s * (c * z1 + root * z2)))
-    return (sigma_w**2 * cov + sigma_b**2) / q
+    return (sigma_w**2 * cov + sigma_b**2) / variance_map(activation, q, sigma_w, sigma_b)
 
 
 def depth_scales(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0
@@ -173,17 +175,57 @@ def depth_scales(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0
     slope_q = chi + sigma_w**2 * _expect(lambda z: d2phi(s * z) * phi(s * z))
     if chi <= 1.0 + _CRITICAL:
         slope_c = chi  # ordered or critical: c* = 1 is the stable fixed point, its slope chi_1
-    else:  # chaotic: c* < 1, reached quickly from below
-        c = 0.5
-        for _ in range(1000):
-            c_new = correlation_map(activation, c, q, sigma_w, sigma_b)
-            if abs(c_new - c) < 1e-12:
-                break
-            c = c_new
+    else:  # chaotic: the slope of the correlation map at its fixed point c* < 1
+        c = correlation_fixed_point(activation, sigma_w, sigma_b)
         root = math.sqrt(max(1.0 - c * c, 0.0))
         slope_c = sigma_w**2 * _expect2(
             lambda z1, z2: dphi(s * z1) * dphi(s * (c * z1 + root * z2)))
     return _scale(slope_q), _scale(slope_c)
+
+
+def correlation_fixed_point(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0
+                            ) -> float:
+    """c*, the correlation two inputs reach deep in the network: 1 in the ordered phase and at
+    criticality (chi_1 <= 1), below 1 in the chaotic phase, where the correlation map iterated
+    from c = 0.5 at q = q* converges to it (Poole et al. 2016, Fig. 2); NaN if q* is 0 or inf."""
+    sigma_w, sigma_b = _check(sigma_w, sigma_b)
+    q = fixed_point(activation, sigma_w, sigma_b)
+    if not 0 < q < math.inf:
+        return math.nan
+    if chi1(activation, sigma_w, sigma_b) <= 1.0 + _CRITICAL:
+        return 1.0
+    c = 0.5
+    for _ in range(1000):  # a contraction in the chaotic phase: a few dozen steps suffice
+        c_new = correlation_map(activation, c, q, sigma_w, sigma_b)
+        if abs(c_new - c) < 1e-12:
+            return c_new
+        c = c_new
+    return c
+
+
+def phase_diagram(activation: str | Phi, sigma_w2: Sequence[float] | np.ndarray,
+                  sigma_b2: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
+    """chi_1, q*, c* and xi_c on the grid sigma_b2 x sigma_w2 (rows, columns; both given as
+    variances, as Schoenholz et al. 2017 write them), with the edge of chaos: for each
+    sigma_b^2 the sigma_w^2 where chi_1 = 1 (NaN where there is none in [0.01, 100])."""
+    sw2 = np.asarray(sigma_w2, dtype=float)
+    sb2 = np.asarray(sigma_b2, dtype=float)
+    shape = (len(sb2), len(sw2))
+    out = {k: np.full(shape, math.nan) for k in ("chi1", "q_star", "c_star", "xi_c")}
+    for i, b2 in enumerate(sb2):
+        for j, w2 in enumerate(sw2):
+            w, b = math.sqrt(w2), math.sqrt(b2)
+            out["chi1"][i, j] = chi1(activation, w, b)
+            out["q_star"][i, j] = fixed_point(activation, w, b)
+            out["c_star"][i, j] = correlation_fixed_point(activation, w, b)
+            out["xi_c"][i, j] = depth_scales(activation, w, b)[1]
+    edge = np.full(len(sb2), math.nan)
+    for i, b2 in enumerate(sb2):
+        try:
+            edge[i] = critical_sigma_w(activation, math.sqrt(b2)) ** 2
+        except ValueError:
+            pass
+    return {"sigma_w2": sw2, "sigma_b2": sb2, **out, "edge_sigma_w2": edge}
 
 
 def _scale(slope: float) -> float:

@@ -273,3 +273,31 @@ def decision_boundaries(models: Mapping[str, tuple], X: np.ndarray, y: np.ndarra
         ax.set_xticks([])
         ax.set_yticks([])
     return _save(fig, path)
+
+
+def phase_figure(diagram: Mapping[str, Any], path: str | Path, *, title: str) -> Path:
+    """The mean-field phase diagram (:func:`initlab.theory.phase_diagram`): log chi_1 over
+    (sigma_w^2, sigma_b^2), diverging at 0 so order and chaos take opposite colors, the
+    chi_1 = 1 line, and xi_c as contours (where it is finite)."""
+    sw2, sb2 = np.asarray(diagram["sigma_w2"]), np.asarray(diagram["sigma_b2"])
+    log_chi = np.log(np.asarray(diagram["chi1"], dtype=float))
+    from matplotlib.colors import TwoSlopeNorm
+
+    # each side of chi_1 = 1 spans its own colors: order is far deeper than chaos here
+    norm = TwoSlopeNorm(0.0, min(float(np.nanmin(log_chi)), -1e-3),
+                        max(float(np.nanmax(log_chi)), 1e-3))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    mesh = ax.pcolormesh(sw2, sb2, log_chi, cmap="RdBu_r", norm=norm, shading="nearest")
+    fig.colorbar(mesh, ax=ax, label="log χ₁  (< 0 ordered, > 0 chaotic)")
+    ax.plot(diagram["edge_sigma_w2"], sb2, "k-", lw=2, label="χ₁ = 1 (edge of chaos)")
+    xi = np.asarray(diagram["xi_c"], dtype=float)
+    finite = np.where(np.isfinite(xi), xi, np.nan)
+    if np.isfinite(finite).sum() > 3:
+        lines = ax.contour(sw2, sb2, finite, levels=[2, 5, 10, 20], colors="0.3",
+                           linewidths=0.8)
+        ax.clabel(lines, fmt="ξ_c=%g", fontsize=7)
+    ax.set_xlabel("σ_w²")
+    ax.set_ylabel("σ_b²")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.15), frameon=False, fontsize=8)
+    return _save(fig, path)
