@@ -46,6 +46,13 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
     return number
 
 
+def check_int(name: str, value: object, *, minimum: int = 0) -> int:
+    """Return value as an int if it is an integer (not a bool) >= minimum; else name it."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {name}={value!r}")
+    return int(value)
+
+
 def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
     """Return value if it is one of choices; else a ValueError with a suggestion."""
     choices = list(choices)

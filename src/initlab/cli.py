@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -130,10 +131,10 @@ def write_inspection_figures(result, out: str) -> list:
 
 
 def _theory(args: argparse.Namespace, console: Console) -> int:
-    import math
-
     from initlab import theory
 
+    if args.phase:
+        return _theory_phase(args, console)
     critical = theory.critical_sigma_w(args.activation, args.sigma_b)
     sigma_w = critical if args.sigma_w is None else args.sigma_w
     q = theory.fixed_point(args.activation, sigma_w, args.sigma_b)
@@ -153,6 +154,32 @@ def _theory(args: argparse.Namespace, console: Console) -> int:
         table.add_row(name, "inf" if math.isinf(xi) else _fmt(xi),
                       f"layers for the {what} to reach its fixed point")
     console.print(table)
+    return 0
+
+
+def _theory_phase(args: argparse.Namespace, console: Console) -> int:
+    """The ordered / chaotic phase diagram over (sigma_w^2, sigma_b^2), theory alone."""
+    import numpy as np
+
+    from initlab import theory
+    from initlab.cli_format import fresh
+    from initlab.report.figures import phase_figure
+
+    sw2 = np.linspace(0.25, 4.0, 31)
+    sb2 = np.linspace(0.0, 0.5, 11)
+    diagram = theory.phase_diagram(args.activation, sw2, sb2)
+    table = Table(title=f"edge of chaos of {args.activation}: chi_1 = 1")
+    table.add_column("sigma_b^2", justify="right")
+    table.add_column("critical sigma_w^2", justify="right")
+    table.add_column("q* there", justify="right")
+    for b2, w2 in zip(sb2, diagram["edge_sigma_w2"], strict=True):
+        q = math.nan if math.isnan(w2) else theory.fixed_point(args.activation, math.sqrt(w2),
+                                                                math.sqrt(b2))
+        table.add_row(f"{b2:.3g}", _fmt(w2), _fmt(q))
+    console.print(table)
+    path = phase_figure(diagram, fresh(args.out or ".", f"phase-{args.activation}.png"),
+                        title=f"{args.activation}: ordered (chi_1 < 1) and chaotic (chi_1 > 1)")
+    console.print(f"wrote {path}")
     return 0
 
 
@@ -210,10 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(run)
     run.set_defaults(run=_run)
 
-    report = commands.add_parser("report", help="re-render the report of a run folder",
+    report = commands.add_parser("report", help="re-render the report of a run or sweep folder",
                                  description="Write report.md and index.html again from a run "
-                                             "folder's saved files (no training).")
-    report.add_argument("run_dir", help="a run folder (holds results.json)")
+                                             "folder's saved files (no training); for a sweep "
+                                             "folder, draw its heatmaps.")
+    report.add_argument("run_dir", help="a run folder (holds results.json) or a sweep folder "
+                                        "(holds sweep.json)")
     report.set_defaults(run=_report)
 
     listing_runs = commands.add_parser(
@@ -304,7 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     theo.add_argument("--sigma-b", type=float, default=0.0, help="bias std (default 0)")
     theo.add_argument("--sigma-w", type=float, default=None,
                       help="weight scale to evaluate (default: the critical one)")
+    theo.add_argument("--phase", action="store_true",
+                      help="draw the ordered / chaotic phase diagram over sigma_w^2 in "
+                           "[0.25, 4] x sigma_b^2 in [0, 0.5] (chi_1, the chi_1 = 1 line and "
+                           "xi_c) and print the critical sigma_w^2 per sigma_b^2")
+    theo.add_argument("--out", default=None,
+                      help="with --phase: folder for the figure (default .; never "
+                           "overwritten)")
     theo.set_defaults(run=_theory)
+
+    from initlab.cli_sweep import add_parser as add_sweep
+
+    add_sweep(commands)
     return parser
 
 

@@ -116,9 +116,17 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
-    from initlab.report.render import render
+    from pathlib import Path
 
-    md, index = render(args.run_dir)
+    from initlab.report.render import render
+    from initlab.sweeps.runner import MANIFEST
+
+    if (Path(args.run_dir) / MANIFEST).is_file():
+        from initlab.report.sweep import render as render_sweep
+
+        md, index = render_sweep(args.run_dir)
+    else:
+        md, index = render(args.run_dir)
     console.print(f"wrote {md}\nwrote {index}")
     return 0
 

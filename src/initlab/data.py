@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import math
 import os
 import zlib
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from initlab._validate import RngLike, as_rng
+from initlab._validate import RngLike, as_rng, check_int
 
 # Debian's dataset-fashion-mnist package puts the IDX files here
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -208,3 +209,59 @@ def gaussian(n: int, features: int, classes: int = 10, *, rng: RngLike = None) -
     X = rng.standard_normal((2 * n, features))
     y = rng.integers(0, classes, 2 * n)
     return Split(X[:n], y[:n], X[n:], y[n:], name="gaussian", source="N(0, 1) noise")
+
+
+def teacher_student(n_train: int = 1000, n_test: int = 500, *, features: int = 32,
+                    classes: int = 4, depth: int = 2, width: int = 64, rng: RngLike = None
+                    ) -> Split:
+    """Data whose difficulty a sweep controls: inputs x ~ N(0, I_features), labels the argmax
+    of a random teacher network (``depth`` tanh layers of ``width`` units, weights
+    N(0, 1/fan_in) so its signal neither dies nor saturates, then a linear readout to
+    ``classes`` logits). Classes are balanced exactly: inputs are drawn in rounds and each
+    class keeps its first n / classes examples (n = n_train + n_test, a multiple of
+    ``classes``), so a label stays the teacher's function of its input. A deeper or narrower
+    teacher makes a harder task."""
+    for name, value in (("n_train", n_train), ("n_test", n_test), ("features", features),
+                        ("depth", depth), ("width", width)):
+        check_int(name, value, minimum=1)
+    check_int("classes", classes, minimum=2)
+    n = n_train + n_test
+    if n % classes or n_train % classes:
+        raise ValueError(f"n_train={n_train} and n_test={n_test} must be multiples of "
+                         f"classes={classes}, for classes of equal size")
+    rng = as_rng(rng)
+    sizes = [features, *[width] * depth, classes]
+    weights = [rng.standard_normal((a, b)) / math.sqrt(a)
+               for a, b in itertools.pairwise(sizes)]
+
+    def teacher(x: np.ndarray) -> np.ndarray:
+        for W in weights[:-1]:
+            x = np.tanh(x @ W)
+        return np.argmax(x @ weights[-1], axis=1)
+
+    quota = n // classes
+    kept: list[list[np.ndarray]] = [[] for _ in range(classes)]
+    counts = np.zeros(classes, dtype=int)
+    for _ in range(200):  # rounds of n draws; a class the teacher almost never picks stops it
+        X = rng.standard_normal((n, features))
+        labels = teacher(X)
+        for c in range(classes):
+            take = X[labels == c][: quota - counts[c]]
+            kept[c].append(take)
+            counts[c] += len(take)
+        if counts.min() == quota:
+            break
+    else:
+        raise ValueError(f"the teacher gives class {int(counts.argmin())} to too few inputs "
+                         f"to balance {classes} classes; try another seed or fewer classes")
+    X = np.concatenate([np.concatenate(k) for k in kept])
+    y = np.repeat(np.arange(classes), quota)
+    order = rng.permutation(n)  # interleave the classes, then split
+    X, y = X[order], y[order]
+    # each class split in proportion: the test set is balanced too
+    test = np.concatenate([np.flatnonzero(y == c)[: n_test // classes] for c in range(classes)])
+    train = np.setdiff1d(np.arange(n), test)
+    return Split(X[train], y[train].astype(np.int64), X[test], y[test].astype(np.int64),
+                 name="teacher",
+                 source=f"teacher-student: x ~ N(0, I_{features}), labels from a random tanh "
+                        f"teacher {'-'.join(map(str, sizes))}, {classes} balanced classes")
