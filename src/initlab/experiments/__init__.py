@@ -21,6 +21,7 @@ MODULES = {
     "lsuv": "lsuv",
     "gradcheck": "gradcheck",
     "normalization": "normalization",
+    "phase": "phase",
 }
 
 

@@ -78,11 +78,14 @@ class Variant:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A claim's finding: whether it holds, one line with its headline number, the evidence."""
+    """A claim's finding: whether it holds, one line with its headline number, the evidence,
+    and, for a card whose replicas are more than its variants x seeds (a grid of networks),
+    how many networks it rests on."""
 
     holds: bool
     headline: str
     evidence: str = ""
+    replicas: int | None = None
 
 
 @dataclass(frozen=True)

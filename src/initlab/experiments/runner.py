@@ -177,7 +177,8 @@ def _judge(spec: ClaimSpec, measured: Any, run: Run) -> Claim:
     used = [run.seeds_of(name) for name in names]
     return Claim(spec.id, spec.text, spec.printed, outcome.evidence or outcome.headline,
                  check(outcome.holds), outcome.headline,
-                 sorted({s for seeds in used for s in seeds}), sum(map(len, used)))
+                 sorted({s for seeds in used for s in seeds}),
+                 outcome.replicas if outcome.replicas is not None else sum(map(len, used)))
 
 
 def run_cards(cards: Sequence[Card[Any]], *, seeds: int | Sequence[int] | None = None,

@@ -22,8 +22,8 @@ from initlab.nn import Dense, Sequential
 from initlab.sweeps.grid import Task, replica_stream
 
 DATA = ("digits", "fashion-mnist", "teacher")  # or a folder of IDX files
-OPTIMIZERS: dict[str, dict[str, Any]] = {"sgd": {"name": "sgd"}, "momentum": {"name": "sgd", "momentum": 0.9},
-              "adam": {"name": "adam"}}
+OPTIMIZERS: dict[str, dict[str, Any]] = {
+    "sgd": {"name": "sgd"}, "momentum": {"name": "sgd", "momentum": 0.9}, "adam": {"name": "adam"}}
 TEACHER = {"features": 32, "classes": 4, "depth": 2, "width": 64, "n_train": 1000,
            "n_test": 500}
 FASHION_LIMIT = 10_000  # training images of Fashion-MNIST a sweep uses (the test set: all)
