@@ -6,8 +6,6 @@ loss, on a small network whose inputs keep away from ReLU kinks.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -53,7 +51,6 @@ class Settings(Config):
     layers: str = "3,4,3"  # input 3, hidden 4 and 3: a hidden-to-hidden layer is checked too
     activations: tuple[str, ...] = ("all",)  # the hidden activations, "all" or names
     eps: float = 1e-6  # the step of the central differences
-    parallel: bool = True  # a process per seed, where the cores allow
 
 
 card: Card[Measured] = Card(
@@ -67,10 +64,9 @@ card: Card[Measured] = Card(
         "to 1e-10, while a wrong derivative anywhere shows errors of order 1.",
     data=f"standard normal inputs and random targets, {SAMPLES} samples per check, drawn per "
          f"seed",
-    # tiny: one hidden activation on a smaller network, in this process (a few checks only);
-    # full: the wider network `initlab gradcheck` checks by default
-    sizes=sizes(Settings(), tiny={"seeds": 2, "layers": "2,3,3", "activations": ("tanh",),
-                                  "parallel": False},
+    # tiny: one hidden activation on a smaller network (a few checks only); full: the wider
+    # network `initlab gradcheck` checks by default
+    sizes=sizes(Settings(), tiny={"seeds": 2, "layers": "2,3,3", "activations": ("tanh",)},
                 full={"layers": "4,8,6"}),
     variants={INIT: Variant(INIT)},
     max_seeds=MAX_SEEDS,
@@ -146,20 +142,12 @@ def _check_seed(seed: int, *, cfg: Settings, init: Any) -> list[dict]:
 
 
 def _per_seed(run: Run, work: Callable[[int], list[dict]]) -> list[list[dict]]:
-    """``work(seed)`` for every seed: the seeds are independent, so one process each, as many
-    at once as there are cores (where the config asks for it and fork is available)."""
-    seeds, done = run.seeds, []
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    workers = min(cores, len(seeds))
-    if workers > 1 and run.cfg.parallel and "fork" in multiprocessing.get_all_start_methods():
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for rows in pool.imap(work, seeds):
-                done.append(rows)
-                run.progress(len(done) / (len(seeds) + 1))
-    else:
-        for seed in seeds:
-            done.append(work(seed))
-            run.progress(len(done) / (len(seeds) + 1))
+    """``work(seed)`` for every seed, in this process: a card never starts processes behind
+    its caller's back (a script without a ``__main__`` guard would break under spawn)."""
+    done = []
+    for seed in run.seeds:
+        done.append(work(seed))
+        run.progress(len(done) / (len(run.seeds) + 1))
     return done
 
 
