@@ -21,3 +21,12 @@ def test_the_card_and_a_sweep_of_its_grid_agree(tmp_path):
         assert r["loss"] == s["loss"] and r["c"] == s["c"] and r["trainable"] == s["trainable"]
     assert result.figures == ["figures/phase-trainability.png", "figures/phase-correlation.png"]
     assert all((tmp_path / "card" / f).stat().st_size > 5000 for f in result.figures)
+
+
+def test_the_example_grid_file_is_the_cards_full_grid():
+    from pathlib import Path
+
+    from initlab.sweeps.grid import Grid
+
+    example = Path(__file__).parents[1] / "examples" / "phase-full.toml"
+    assert Grid.from_file(example) == phase.grid(phase.card.config("full"))

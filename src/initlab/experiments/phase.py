@@ -51,9 +51,9 @@ card: Card[Measured] = Card(
          "default size stays a few seconds",
     sizes=sizes(Settings(seeds=2),
                 tiny={"sigma_w2": (0.5, 1.0, 4.0), "depth": (4, 12)},
-                full={"seeds": 4, "sigma_w2": tuple(np.linspace(0.25, 4.0, 16).round(4)),
-                      "depth": (4, 8, 16, 24, 32, 48, 64, 96, 128), "width": 128,
-                      "steps": 1000}),
+                # the grid of examples/phase-full.toml, for `initlab sweep` on a cluster
+                full={"sigma_w2": tuple(np.linspace(0.25, 4.0, 16).round(4)),
+                      "depth": (4, 8, 16, 24, 32, 48, 64, 96), "width": 64, "steps": 400}),
     variants={"tanh": Variant({"name": "variance_scaling", "mode": "fan_in",
                                "distribution": "normal"},
                               label="weights N(0, σ_w²/fan_in), biases N(0, 0.05)")},
