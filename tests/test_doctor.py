@@ -86,6 +86,10 @@ SCHEMES = {
     "zeros_()": lambda w, g: I.zeros_(w),
     "constant_(0.5)": lambda w, g: I.constant_(w, 0.5),
 }
+# the fixed-std normals of model zoos (BERT / GPT-2's N(0, 0.02), ...)
+SCHEMES.update({f"normal_(std={std:g})": (lambda w, g, std=std: I.normal_(w, 0.0, std,
+                                                                          generator=g))
+                for std in (0.02, 0.01, 0.001)})
 
 
 def test_every_candidate_is_in_the_test():
@@ -221,3 +225,93 @@ def test_cli_bad_arguments_exit_2_naming_them(factories, capsys):
     assert "--input-shape" in " ".join(capsys.readouterr().out.split())
     assert main(["doctor", "doctor_factories:small_cnn", "--input-shape", "3,x"]) == 2
     assert "3,x" in capsys.readouterr().out
+
+
+def test_an_in_place_activation_after_a_layer_leaves_its_statistics_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(inplace=True), nn.Linear(32, 4))
+    X = batch(64, 16)
+    row = doctor(model, X).layers[0]
+    with torch.no_grad():
+        z = X.double() @ model[0].weight.double().T + model[0].bias.double()
+    assert row["out_std"] == pytest.approx(float(z.std(correction=0)), rel=1e-6)  # not relu(z)
+    # dL/dz is relu'(z) times dL/drelu(z): the gradient at z, not at the in-place result
+    with torch.no_grad():
+        W2 = model[2].weight.double()
+        dz = ((z.clamp(min=0) @ W2.T + model[2].bias.double()) @ W2) * (z > 0)
+    assert row["grad_out_std"] == pytest.approx(float(dz.std(correction=0)), rel=1e-6)
+
+
+class Residual(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.branch = nn.Linear(width, width, bias=False)
+
+    def forward(self, x):
+        return x + self.branch(x)
+
+
+def test_backward_gain_is_the_layers_own_not_the_skips():
+    torch.manual_seed(0)
+    model, X = Residual(32), batch(128, 32)
+    row = doctor(model, X).layers[0]
+    with torch.no_grad():
+        W = model.branch.weight.double()
+        y = X.double() + X.double() @ W.T  # L = sum(y^2) / 2: dL/dz = y, through the layer y W
+    assert row["grad_out_std"] == pytest.approx(float(y.std(correction=0)), rel=1e-6)
+    assert row["backward_gain"] == pytest.approx(
+        float((y @ W).std(correction=0) / y.std(correction=0)), rel=1e-6)  # the skip left out
+
+
+def test_a_norm_right_after_a_layer_sets_its_scale_and_no_fix_is_given():
+    torch.manual_seed(0)
+    X = batch(64, 16)
+    for norm in (nn.LayerNorm(32), nn.BatchNorm1d(32)):
+        model = nn.Sequential(nn.Linear(16, 32), norm, nn.ReLU(), nn.Linear(32, 4))
+        with torch.no_grad():
+            model[0].weight.mul_(1e4)
+        row = doctor(model, X).layers[0]
+        assert row["stats_verdict"] == "exploding" and row["verdict"] == "healthy"
+        assert row["followed_by"] == ["model[1]"] and row["fix"] is None
+    # negative controls: in eval mode BatchNorm applies its running statistics (fresh: the
+    # identity), and without a norm nothing rescales the output: exploding, with a fix
+    model.eval()
+    row = doctor(model, X).layers[0]
+    assert row["verdict"] == "exploding" and row["followed_by"] == [] and row["fix"]
+    del model[1]
+    row = doctor(model, X).layers[0]
+    assert row["verdict"] == "exploding" and row["fix"]
+
+
+def test_ties_draw_the_same_distribution_and_the_model_names_them_alike():
+    w = torch.empty(128, 256)  # fan_in = 2 fan_out: He fan_in ReLU draws as He fan_out linear
+    I.kaiming_normal_(w, nonlinearity="relu", generator=torch.Generator().manual_seed(0))
+    found = recognize(w)
+    assert 'kaiming_normal_(mode="fan_out", nonlinearity="linear")' in (found.code, *found.ties)
+    assert set(found.ties) <= set(found.also)
+    assert not any("uniform" in t or "xavier" in t for t in found.ties)
+    # He fan_out ReLU throughout: the first layer ties with fan_in ReLU (square), the last with
+    # fan_in linear (fan_out = 2 fan_in), the middle one fits it alone: all named fan_out ReLU
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(),
+                          nn.Linear(32, 64))
+    gen = torch.Generator().manual_seed(2)
+    for m in model[::2]:
+        I.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=gen)
+    rows = doctor(model, batch(64, 64)).layers
+    assert [r["init"]["code"] for r in rows] == [
+        'kaiming_normal_(mode="fan_out", nonlinearity="relu")'] * 3
+
+
+def test_a_chain_after_a_norm_is_judged_and_its_note_agrees():
+    """conv -> BN -> ReLU -> conv -> ReLU -> Linear: the first conv is set by its norm (no
+    fix); the last two form a chain with no norm between that reaches the output, so their
+    mean-field gain is judged, and no note says otherwise."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
+    rows = {r["path"]: r for r in doctor(model, torch.randn(16, 3, 16, 16)).layers}
+    assert rows["model[0]"]["fix"] is None and "BatchNorm2d" in rows["model[0]"]["note"]
+    for path in ("model[3]", "model[6]"):
+        assert rows[path]["fix"] is not None  # torch's default: moment gain ~ 1/3 per layer
+        assert "not judged" not in (rows[path]["note"] or "")

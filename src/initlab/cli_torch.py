@@ -103,8 +103,10 @@ def _doctor(args: argparse.Namespace, console: Console) -> int:
     summary = report.summary
     counts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items() if n)
     worst = summary["worst"]
+    listed = f"; {len(report.weights)} other weights listed" if report.weights else ""
     console.print(f"[bold]initlab doctor {escape(args.factory)}[/]: {summary['layers']} "
-                  f"Linear / convolution layers on a Gaussian batch of {args.batch}: {counts}.")
+                  f"Linear / convolution layers on a Gaussian batch of {args.batch}: "
+                  f"{counts or 'none measured'}{listed}.")
     if worst:
         console.print(f"Worst layer: {escape(worst['path'])} "
                       f"({worst['verdict']}, output std {_fmt(worst['act_std'])}).")
@@ -127,6 +129,23 @@ def _doctor(args: argparse.Namespace, console: Console) -> int:
                       _percent(row["saturated_fraction"]),
                       f"[{colors[row['verdict']]}]{row['verdict']}[/]")
     console.print(table)
+    notes = [(row["path"], row["note"]) for row in report.layers if row.get("note")]
+    if notes:  # why a verdict differs from the statistics' (stats_verdict), or why no fix
+        console.print("Notes:")
+        for path, note in notes:
+            console.print(f"  {escape(path)}: {escape(note)}")
+    if report.weights:
+        others = Table(title="other weights (their init recognised; gains not measured: see "
+                             "the notes below)")
+        for column in ("weight", "shape", "init", "note"):
+            others.add_column(column, overflow="fold")
+        why = list(dict.fromkeys(row["note"] or "" for row in report.weights))
+        for row in report.weights:
+            others.add_row(escape(row["path"]), "x".join(map(str, row["shape"])),
+                           escape(row["init"]["code"]), f"[{why.index(row['note'] or '') + 1}]")
+        console.print(others)
+        for k, text in enumerate(why, 1):
+            console.print(f"  [{k}] {escape(text)}", highlight=False)
     if report.fix:
         fixed = [row for row in report.layers if row["fix"]]
         console.print(f"Fix ({len(fixed)} layer(s); paste with `model` your model and "

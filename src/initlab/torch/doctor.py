@@ -1,162 +1,79 @@
 """``initlab doctor``: a read-only audit of a PyTorch model's initialization.
 
 For every Linear / convolution layer (:func:`initlab.torch.layers`) it says which
-``torch.nn.init`` scheme the weight looks drawn from (a KS test against each candidate
-distribution, its std computed from the fans), what one forward and backward pass of an example
-input does there (forward and backward gain, the probe's dead and saturated fractions), the
-mean-field second-moment gain of the layer with the activation that follows it
-(:func:`initlab.theory.variance_map`), the verdict of ``initlab inspect``
-(:func:`initlab.inspect.verdict`) and, where the layer is mis-scaled, a fix as code to paste.
+``torch.nn.init`` scheme the weight looks drawn from (:func:`initlab.torch.recognize.recognize`),
+what one forward and backward pass of an example input does there (forward and backward gain,
+the probe's dead and saturated fractions), the mean-field second-moment gain of the layer with
+the activation that follows it (:func:`initlab.theory.variance_map`), a verdict and, where the
+layer is mis-scaled, a fix as code to paste. Every other weight of two or more dimensions (an
+LSTM's gate matrices, an embedding table, MultiheadAttention's packed projection) is listed with
+its recognised init, its gains not measured: no hook sees that matrix's input and output.
+
+The verdict is ``initlab inspect``'s (:func:`initlab.inspect.verdict`) on the layer's statistics,
+read in the layer's place in the model, which the autograd graph of the pass shows (functional
+ops included): a layer whose output goes straight into a normalization (BatchNorm in training,
+LayerNorm, GroupNorm, ...) cannot vanish or explode, the norm sets its scale; a small output that
+reaches the model only through norms (a residual branch before a post-LN sum) adds little and
+does not compound; and the mean-field gain is judged only along a chain of layers with no norm
+between them that reaches the output, where it does compound with depth.
 
 Nothing of the model changes: its parameters are not written, its buffers (BatchNorm running
 statistics) are restored after the pass, the gradients come from ``torch.autograd.grad`` so no
 ``.grad`` is touched, and torch's random state is forked (Dropout).
 
     report = doctor(model, torch.randn(64, 3, 32, 32))
-    report.summary, report.layers, print(report.fix)
+    report.summary, report.layers, report.weights, print(report.fix)
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd.graph import Node
 
 from initlab import theory
 from initlab.inspect import verdict
+from initlab.torch import flow
 from initlab.torch.layout import Layer, layers
 from initlab.torch.probes import Probe
+from initlab.torch.recognize import (
+    CANDIDATES,
+    GAINS,
+    Candidate,
+    Recognition,
+    module_defaults,
+    recognize,
+    torch_fans,
+)
 
-# a candidate scheme fits when its KS test gives at least this p-value (torch's own test_init
-# uses 1e-4 for the same test)
-P_FIT = 1e-4
-KS_SAMPLE = 200_000  # at most this many weights go into a KS test (a fixed subsample)
-ORTHO_TOL = 1e-4  # |W W^T / g^2 - I| of an orthogonal_ weight, float32 rounding included
+__all__ = ["CANDIDATES", "Candidate", "Diagnosis", "Recognition", "attribute_path", "doctor",
+           "recognize", "torch_fans"]
+
 # a layer whose mean-field second-moment gain is outside this band gets a fix even if healthy
 MOMENT_BAND = (0.5, 2.0)
 PROBLEMS = ("overflow", "exploding", "vanishing", "dead", "saturated")  # worst first
 VERDICTS = (*PROBLEMS, "healthy")
-GAINS = {"linear": 1.0, "relu": math.sqrt(2.0), "tanh": 5.0 / 3.0}  # torch.nn.init's table
-# the gains a candidate is tried with: Glorot for linear and tanh, He for ReLU and linear (each
-# extra gain adds near-ties: xavier tanh is within 4 % of He's fan_out ReLU at fan_in = 2 fan_out)
-XAVIER_GAINS, KAIMING_GAINS = ("linear", "tanh"), ("relu", "linear")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A ``torch.nn.init`` call and the distribution it draws: uniform on [-a, a] with
-    a = sqrt(3) std, or normal with that std (std from the weight's torch fans)."""
-
-    code: str  # the call, e.g. 'kaiming_normal_(mode="fan_out", nonlinearity="relu")'
-    distribution: str  # "uniform" or "normal"
-    gain: float
-    fan: str  # "fan_in", "fan_out" or "fan_avg"; xavier's std is gain * sqrt(2 / (in + out))
-
-    def std(self, fan_in: int, fan_out: int) -> float:
-        if self.fan == "fan_avg":  # Glorot & Bengio 2010, eq. 16
-            return self.gain * math.sqrt(2.0 / (fan_in + fan_out))
-        return self.gain / math.sqrt(fan_in if self.fan == "fan_in" else fan_out)  # He 2015
-
-
-def _gain_arg(name: str) -> str:
-    return "" if name == "linear" else f'gain=nn.init.calculate_gain("{name}")'
-
-
-# PyTorch's default for Linear and Conv: kaiming_uniform_(a=sqrt(5)), gain sqrt(2 / (1 + 5)),
-# so the bound gain * sqrt(3 / fan_in) is 1 / sqrt(fan_in) (torch/nn/modules/linear.py)
-CANDIDATES: tuple[Candidate, ...] = (
-    Candidate("kaiming_uniform_(a=math.sqrt(5))", "uniform",
-              math.sqrt(1.0 / 3.0), "fan_in"),
-    *(Candidate(f"{kind}_({_gain_arg(g)})", dist, GAINS[g], "fan_avg")
-      for kind, dist in (("xavier_uniform", "uniform"), ("xavier_normal", "normal"))
-      for g in XAVIER_GAINS),
-    *(Candidate(f'{kind}_(mode="{mode}", nonlinearity="{g}")', dist, GAINS[g], mode)
-      for kind, dist in (("kaiming_uniform", "uniform"), ("kaiming_normal", "normal"))
-      for mode in ("fan_in", "fan_out") for g in KAIMING_GAINS),
-)
-
-
-@dataclass(frozen=True)
-class Recognition:
-    """What a weight looks initialised with: ``code`` the ``torch.nn.init`` call (``unknown``
-    when nothing fits), ``p_value`` of its KS test (None for the exact checks: constant,
-    orthogonal), ``also`` the other candidates that fit as well."""
-
-    code: str
-    p_value: float | None = None
-    also: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "p_value": self.p_value, "also": list(self.also)}
-
-
-def torch_fans(weight: torch.Tensor) -> tuple[int, int]:
-    """The fans ``torch.nn.init`` uses for this weight: (size(1), size(0)) x receptive field.
-    (For a transposed convolution these are its fan_out and fan_in, swapped: torch's rule.)"""
-    rf = math.prod(weight.shape[2:])
-    return int(weight.shape[1]) * rf, int(weight.shape[0]) * rf
-
-
-def _orthogonal_gain(w: np.ndarray) -> float | None:
-    """The gain g if the rows (or columns, whichever are fewer) of w, flattened as
-    ``orthogonal_`` flattens it, are orthonormal up to g; else None."""
-    flat = w.reshape(w.shape[0], -1)
-    if min(flat.shape) < 2 or max(flat.shape) > 8192:  # one row is orthogonal to nothing
-        return None
-    small = flat if flat.shape[0] <= flat.shape[1] else flat.T
-    gram = small @ small.T
-    g2 = float(np.mean(np.diag(gram)))
-    if not g2 > 0:
-        return None
-    off = np.abs(gram / g2 - np.eye(len(gram))).max()
-    return math.sqrt(g2) if off < ORTHO_TOL else None
-
-
-def recognize(weight: torch.Tensor) -> Recognition:
-    """Which ``torch.nn.init`` scheme ``weight`` looks drawn from: zeros / constant, orthogonal
-    (exact checks), else the candidate of :data:`CANDIDATES` whose distribution fits best by a
-    KS test (p >= :data:`P_FIT`; a uniform one must also hold every weight within its bound),
-    else ``unknown``."""
-    from scipy import stats  # imported here: scipy.stats costs a second at start-up
-
-    w = weight.detach().double().cpu().numpy()
-    if w.size == 0 or not np.all(np.isfinite(w)):
-        return Recognition("unknown")
-    if np.all(w == w.flat[0]):
-        value = float(w.flat[0])
-        return Recognition("zeros_()" if value == 0 else f"constant_({value:.4g})")
-    gain = _orthogonal_gain(w)
-    if gain is not None:
-        return Recognition("orthogonal_()" if abs(gain - 1) < 1e-3 else
-                           f"orthogonal_(gain={gain:.4g})")
-    fan_in, fan_out = torch_fans(weight)
-    sample = w.ravel()
-    if sample.size > KS_SAMPLE:  # a fixed subsample: the audit draws nothing from user state
-        sample = np.random.default_rng(0).choice(sample, KS_SAMPLE, replace=False)
-    largest = float(np.abs(w).max())
-    fits: list[tuple[float, str]] = []
-    for cand in CANDIDATES:
-        std = cand.std(fan_in, fan_out)
-        if cand.distribution == "uniform":
-            bound = math.sqrt(3.0) * std
-            if largest > bound * (1 + 1e-5):  # float32 rounding of the bound
-                continue
-            dist = stats.uniform(loc=-bound, scale=2 * bound)
-        else:
-            dist = stats.norm(scale=std)
-        p = float(stats.kstest(sample, dist.cdf).pvalue)
-        if p >= P_FIT:
-            fits.append((p, cand.code))
-    if not fits:
-        return Recognition("unknown")
-    # stable: equal p-values (the same distribution, e.g. fan_in == fan_out) keep table order
-    fits.sort(key=lambda f: -f[0])
-    return Recognition(fits[0][1], fits[0][0], tuple(code for _, code in fits[1:]))
+# why a weight is listed without gains, by the module that holds it (the first that matches)
+UNMEASURED: dict[type[nn.Module], str] = {
+    nn.RNNBase: "a gate matrix of the fused recurrence (an LSTM stacks its i, f, g, o gates): "
+                "no hook sees its input and output, so no gain; torch's default is "
+                "U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))",
+    nn.Embedding: "a lookup table: its rows are the next layer's input, there is no gain; "
+                  "torch's default is normal_(), N(0, 1)",
+    nn.MultiheadAttention: "q, k and v stacked (3E, E), applied inside "
+                           "F.multi_head_attention_forward: no hook sees their inputs and "
+                           "outputs; torch's default is xavier_uniform_ over the whole matrix",
+}
+FUNCTIONAL = ("its parent's forward uses this weight without calling the layer (as "
+              "nn.MultiheadAttention does its out_proj): no hook sees its input and output")
+OTHER = "not a Linear or convolution layer: no gain measured"
 
 
 def attribute_path(model: nn.Module, name: str, root: str = "model") -> str:
@@ -208,18 +125,21 @@ def _moment_gain(activation: str | None, sigma_w: float, q: float) -> float:
 @dataclass
 class Diagnosis:
     """What :func:`doctor` found: ``summary`` (a dict), ``layers`` (one dict per layer that
-    the example input reached), ``fix`` (code that rescales every flagged layer, "" if none)."""
+    the example input reached), ``weights`` (one dict per other weight, listed with its init,
+    its gains not measured), ``fix`` (code that rescales every flagged layer, "" if none)."""
 
     summary: dict[str, Any]
     layers: list[dict[str, Any]] = field(default_factory=list)
     fix: str = ""
+    weights: list[dict[str, Any]] = field(default_factory=list)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{n} {v}" for v, n in self.summary["verdicts"].items() if n)
-        return f"Diagnosis({self.summary['layers']} layers: {counts})"
+        listed = f"; {len(self.weights)} other weights not measured" if self.weights else ""
+        return f"Diagnosis({self.summary['layers']} layers: {counts or 'none'}{listed})"
 
     def to_json(self, **kwargs: Any) -> str:
-        """The summary and the layers as strict JSON (NaN and inf as null)."""
+        """The summary, the layers and the weights as strict JSON (NaN and inf as null)."""
         def clean(x: Any) -> Any:
             if isinstance(x, float) and not math.isfinite(x):
                 return None
@@ -228,8 +148,8 @@ class Diagnosis:
             if isinstance(x, list | tuple):
                 return [clean(v) for v in x]
             return x
-        return json.dumps(clean({"summary": self.summary, "layers": self.layers}),
-                          allow_nan=False, **kwargs)
+        return json.dumps(clean({"summary": self.summary, "layers": self.layers,
+                                 "weights": self.weights}), allow_nan=False, **kwargs)
 
 
 def _fix(path: str, layer: Layer, activation: str | None, row: dict[str, Any]
@@ -251,48 +171,74 @@ def _fix(path: str, layer: Layer, activation: str | None, row: dict[str, Any]
     return {"code": "\n".join(lines), "effect": effect}
 
 
-def doctor(model: nn.Module, example_input: Any) -> Diagnosis:
-    """Audit ``model``'s initialization on ``example_input`` (a batch), read-only (see the
-    module docstring). Per Linear / convolution layer: the recognised init
-    (:func:`recognize`), forward gain std(z) / std(x) of the layer's output z and input x,
-    backward gain std(dL/dx) / std(dL/dz) for L = sum(output^2) / 2, the probe's act_std,
-    dead and saturated fractions (:class:`initlab.torch.Probe`, which reads the activation
-    that follows a layer in an nn.Sequential), sigma_w = sqrt(fan_in mean(W^2)), the
-    mean-field output std sigma_w rms(x) (+ the bias) and second-moment gain, the verdict of
-    :func:`initlab.inspect.verdict`, and a fix where the verdict is not healthy or the
-    second-moment gain is outside :data:`MOMENT_BAND`."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got model={type(model).__name__}")
-    found = list(layers(model))
-    if not found:
-        raise ValueError(f"model has no Linear or convolution layer to audit: "
-                         f"{type(model).__name__}")
-    X = torch.as_tensor(example_input).detach().clone()
-    if X.is_floating_point():
-        X.requires_grad_(True)
-    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+@dataclass
+class _Pass:
+    """One forward and backward pass, seen from each layer (index into the found layers)."""
 
-    def hook_for(i: int):
+    moments: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # in, rms, out
+    grads: dict[int, tuple[float, float]] = field(default_factory=dict)  # std dL/dz, dL/dx
+    direct: dict[int, list[str]] = field(default_factory=dict)  # norms fed the output itself
+    reached: dict[int, set[int | str | None]] | None = None  # None: no autograd graph
+    to_output: set[int] = field(default_factory=set)  # a path without a norm to the loss
+    chained: set[int] = field(default_factory=set)  # a layer before or after, no norm between
+    functional: set[int] = field(default_factory=set)  # weight used, forward never called
+    stats: dict[int, dict[str, Any]] = field(default_factory=dict)
+    activations: list[str | None] = field(default_factory=list)
+
+
+def _run(model: nn.Module, X: torch.Tensor, found: list[tuple[str, Layer]]) -> _Pass:
+    run = _Pass()
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    handed: dict[int, int] = {}  # id of the copy of a layer's output the model got -> layer
+    copies: list[torch.Tensor] = []  # kept alive, so that no other tensor takes their ids
+    marks: dict[Node, int | str] = {}
+
+    def layer_hook(i: int):
         def hook(layer, inputs, output):
-            if i not in seen and inputs and isinstance(inputs[0], torch.Tensor):
-                seen[i] = (inputs[0], output)  # a shared layer: its first call
+            if i in seen or not inputs or not isinstance(inputs[0], torch.Tensor) \
+                    or not isinstance(output, torch.Tensor):
+                return None  # a shared layer: its first call
+            x = inputs[0]
+            seen[i] = (x, output)
+            run.moments[i] = (_std(x), float(x.detach().double().pow(2).mean().sqrt()),
+                              _std(output))
+            if output.grad_fn is not None:
+                marks[output.grad_fn] = i
+            # the model goes on with a copy: an in-place op after the layer (ReLU(inplace=True))
+            # leaves z and its gradient as the layer made them
+            copy = output.clone()
+            handed[id(copy)] = i
+            copies.append(copy)
+            return copy
+        return hook
+
+    def norm_pre_hook(name: str):
+        def hook(module, inputs):
+            if inputs and id(inputs[0]) in handed and flow.normalizes(module):
+                run.direct.setdefault(handed[id(inputs[0])], []).append(name)
+        return hook
+
+    def norm_hook(name: str):
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor) and output.grad_fn is not None \
+                    and flow.normalizes(module):
+                marks[output.grad_fn] = name
         return hook
 
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     cuda = sorted({p.device.index or 0 for p in model.parameters() if p.is_cuda})
-    handles = [layer.register_forward_hook(hook_for(i)) for i, (_, layer) in enumerate(found)]
-    grads: dict[int, torch.Tensor | None] = {}
+    handles = [layer.register_forward_hook(layer_hook(i)) for i, (_, layer) in enumerate(found)]
+    for name, m in model.named_modules():
+        if isinstance(m, flow.NORMS):
+            handles += [m.register_forward_pre_hook(norm_pre_hook(name)),
+                        m.register_forward_hook(norm_hook(name))]
     try:
         with torch.random.fork_rng(devices=cuda), Probe(model, symmetry=False,
                                                         histograms=False) as probe:
             outputs = _tensors(model(X))
-            wanted = [(key, t) for i, (x, z) in seen.items()
-                      for key, t in ((2 * i, x), (2 * i + 1, z)) if t.requires_grad]
             loss = sum((0.5 * (o.double() ** 2).sum() for o in outputs), torch.zeros(()))
-            if wanted and isinstance(loss, torch.Tensor) and loss.requires_grad:
-                found_grads = torch.autograd.grad(loss, [t for _, t in wanted],
-                                                  allow_unused=True)
-                grads = {key: g for (key, _), g in zip(wanted, found_grads, strict=True)}
+            if isinstance(loss, torch.Tensor) and loss.grad_fn is not None:
+                _backward(run, loss, seen, found, marks)
             table = probe.table
     finally:
         for handle in handles:
@@ -301,50 +247,223 @@ def doctor(model: nn.Module, example_input: Any) -> Diagnosis:
             for name, b in model.named_buffers():
                 if name in buffers:
                     b.copy_(buffers[name])
-    stats = {row["layer"]: row for row in table.rows}
-    activations = probe.activations
-    rows, flagged = [], []
-    for i, (name, layer) in enumerate(found):
-        if i not in seen or i not in stats:
+    run.stats = {row["layer"]: row for row in table.rows}
+    run.activations = probe.activations
+    return run
+
+
+def _backward(run: _Pass, loss: torch.Tensor, seen: dict[int, tuple[torch.Tensor, torch.Tensor]],
+              found: list[tuple[str, Layer]], marks: dict[Node, int | str]) -> None:
+    """dL/dz at each layer's output, dL/dx through that layer alone (the skip of a residual
+    block adds to the gradient at x, not to the layer's gain), which unreached layers' weights
+    the loss still depends on, and the graph's flow between layers and norms."""
+    assert loss.grad_fn is not None
+    outs = {i: z for i, (_, z) in seen.items() if z.requires_grad}
+    unseen = {i: layer.weight for i, (_, layer) in enumerate(found)
+              if i not in seen and layer.weight.requires_grad}
+    targets = [*outs.values(), *unseen.values()]
+    got = torch.autograd.grad(loss, targets, allow_unused=True, retain_graph=True) \
+        if targets else ()
+    dz = dict(zip(outs, got[:len(outs)], strict=True))
+    run.functional = {i for i, g in zip(unseen, got[len(outs):], strict=True) if g is not None}
+    for i, z in outs.items():
+        x, g = seen[i][0], dz[i]
+        dx = None
+        if g is not None and x.requires_grad:
+            dx = torch.autograd.grad(z, x, g, allow_unused=True, retain_graph=True)[0]
+        run.grads[i] = (_std(g), _std(dx))
+    starts = {i: z.grad_fn for i, z in outs.items() if z.grad_fn is not None}
+    run.reached = flow.reached(loss.grad_fn, starts, marks)
+    run.to_output, run.chained = flow.chains(run.reached)
+
+
+def _names(names: list[str] | set[str], model: nn.Module) -> str:
+    shown = sorted(names)[:2]
+    more = f" and {len(names) - 2} more" if len(names) > 2 else ""
+    return ", ".join(f"{attribute_path(model, n)} ({type(model.get_submodule(n)).__name__})"
+                     for n in shown) + more
+
+
+def _zero_weight(module: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.Tensor) and not bool(torch.any(weight != 0))
+
+
+def _judge(row: dict[str, Any], i: int, run: _Pass, model: nn.Module) -> bool:
+    """Set the row's verdict and note from the layer's statistics and its place in the model;
+    True where the mean-field gain compounds, so a gain outside the band deserves a fix."""
+    stats = row["stats_verdict"] = verdict(row)
+    reached = None if run.reached is None else run.reached.get(i, set())
+    norms = {s for s in reached or () if isinstance(s, str)}
+    only_norms = bool(reached) and norms == reached
+    direct = run.direct.get(i, []) if reached is None or only_norms else []
+    notes, zero = [], False
+    if direct:
+        zero = any(_zero_weight(model.get_submodule(n)) for n in direct)
+        notes.append(f"followed by {_names(direct, model)}: " + (
+            "its weight is 0, so the branch starts as zero, by design where residual branches "
+            "are zero-initialised (Goyal et al. 2017, torchvision's zero_init_residual)"
+            if zero else "the norm sets its output's scale"))
+    elif only_norms:
+        notes.append(f"every path from its output meets a norm first, {_names(norms, model)}: "
+                     f"the norm rescales what arrives, so its scale does not compound and a "
+                     f"small output only adds little to what it is summed with")
+    row["followed_by"] = [attribute_path(model, n) for n in direct]
+    row["verdict"] = ("healthy" if stats in ("vanishing", "exploding") and direct
+                      or stats == "vanishing" and only_norms else stats)
+    compounding = reached is None or i in run.to_output and i in run.chained
+    lo, hi = MOMENT_BAND
+    if reached and not compounding and not (direct or only_norms) and \
+            math.isfinite(row["moment_gain"]) and not lo <= row["moment_gain"] <= hi:
+        why = ("no layer before or after it without a norm between, so it does not compound "
+               "with depth" if i in run.to_output else "every path from it meets a norm "
+               "before the model output, which resets the scale")
+        notes.append(f"mean-field gain {row['moment_gain']:.3g} not judged: {why}")
+    if row["grad_out_std"] == 0 and not (direct and zero):
+        notes.append("no gradient reaches its output at init (a layer downstream outputs 0, "
+                     "such as a residual branch's zero-initialised norm): no backward gain")
+    row["note"] = "; ".join(notes) or None
+    return compounding
+
+
+def _row(i: int, name: str, layer: Layer, run: _Pass, model: nn.Module) -> dict[str, Any]:
+    in_std, in_rms, out_std = run.moments[i]
+    st = run.stats[i]
+    activation = run.activations[i]
+    weight = layer.weight.detach().double()
+    transposed = isinstance(layer, nn.modules.conv._ConvTransposeNd)
+    fan_in = int(weight.shape[0] * math.prod(weight.shape[2:]) if transposed
+                 else math.prod(weight.shape[1:]))
+    sigma_w = math.sqrt(fan_in * float((weight**2).mean()))
+    bias2 = 0.0 if layer.bias is None else float(layer.bias.detach().double().pow(2).mean())
+    # an output of a strided transposed conv reads fan_in / stride^d inputs: no theory
+    strided = isinstance(layer, nn.modules.conv._ConvTransposeNd) and \
+        math.prod(layer.stride) > 1
+    grad_out, grad_in = run.grads.get(i, (math.nan, math.nan))
+    row: dict[str, Any] = {
+        "layer": i, "name": name, "path": attribute_path(model, name),
+        "module": _describe(layer), "shape": list(layer.weight.shape),
+        "init": recognize(layer.weight).as_dict(), "activation": activation,
+        "in_std": in_std, "in_rms": in_rms, "out_std": out_std,
+        "forward_gain": out_std / in_std if in_std > 0 else math.nan,
+        "grad_out_std": grad_out, "grad_in_std": grad_in,
+        "act_std": st["act_std"], "dead_fraction": st["dead_fraction"],
+        "saturated_fraction": st["saturated_fraction"],
+        "nonfinite_fraction": st["nonfinite_fraction"], "sigma_w": sigma_w,
+        "expected_std": math.nan if strided else math.sqrt(sigma_w**2 * in_rms**2 + bias2),
+        "moment_gain": math.nan if strided else _moment_gain(activation, sigma_w, out_std**2),
+    }
+    with np.errstate(divide="ignore", invalid="ignore"):
+        row["backward_gain"] = float(np.float64(grad_in) / grad_out)
+    compounding = _judge(row, i, run, model)
+    lo, hi = MOMENT_BAND
+    misscaled = compounding and math.isfinite(row["moment_gain"]) and \
+        not lo <= row["moment_gain"] <= hi  # NaN: unknown, not flagged
+    row["fix"] = (_fix(row["path"], layer, activation, row)
+                  if row["verdict"] != "healthy" or misscaled else None)
+    return row
+
+
+def _weights(model: nn.Module, skip: set[int], functional: set[int]) -> list[dict[str, Any]]:
+    """Every weight of two or more dimensions outside the measured layers: its init and why
+    its gains are not measured (ids in ``functional``: layers used without being called)."""
+    rows, listed = [], set(skip)
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if p.ndim < 2 or id(p) in listed:
+                continue
+            listed.add(id(p))  # a tied weight once
+            note = FUNCTIONAL if id(p) in functional else next(
+                (n for t, n in UNMEASURED.items() if isinstance(module, t)), OTHER)
+            rows.append({"name": f"{mname}.{pname}" if mname else pname,
+                         "path": f"{attribute_path(model, mname)}.{pname}",
+                         "module": type(module).__name__, "shape": list(p.shape),
+                         "init": recognize(p, module_defaults(module)).as_dict(),
+                         "verdict": "not measured", "note": note})
+    return rows
+
+
+def _consistent(rows: list[dict[str, Any]]) -> None:
+    """Name each layer's init, among the ties of its recognition (the very same
+    distribution), by the one that the most layers of the model fit: torchvision's ResNet
+    draws every conv with kaiming_normal_(mode="fan_out"), which at a 1 x 1 downsample
+    (fan_out = 2 fan_in) draws exactly what fan_in "linear" does."""
+    counts = Counter(c for r in rows for c in {r["init"]["code"], *r["init"]["ties"]})
+    for r in rows:
+        init = r["init"]
+        best = max([init["code"], *init["ties"]], key=counts.__getitem__)  # first on equal
+        if best != init["code"]:
+            init["ties"] = [init["code"], *(c for c in init["ties"] if c != best)]
+            init["also"] = [init["code"], *(c for c in init["also"] if c != best)]
+            init["code"] = best
+
+
+def _copies(entries: list[tuple[dict[str, Any], torch.Tensor, str]]) -> None:
+    """Mark each weight drawn at random whose values equal an earlier one's (another tensor:
+    a tied weight is listed once), with code that draws it afresh from the recognised scheme.
+    nn.TransformerEncoder deep-copies the layer it is given, so every layer starts the same
+    (pytorch/pytorch#86274)."""
+    first: dict[tuple[Any, ...], list[tuple[str, torch.Tensor]]] = {}
+    for entry, weight, path in entries:
+        entry["same_as"] = None
+        code = entry["init"]["code"]
+        if code.startswith(("zeros_", "constant_")):  # equal by design
             continue
-        x, z = seen[i]
-        st = stats[i]
-        weight = layer.weight.detach().double()
-        fan_in = int(math.prod(weight.shape[1:])) if not isinstance(
-            layer, nn.modules.conv._ConvTransposeNd) else int(weight.shape[0]
-                                                               * math.prod(weight.shape[2:]))
-        sigma_w = math.sqrt(fan_in * float((weight**2).mean()))
-        in_rms = float(x.detach().double().pow(2).mean().sqrt())
-        bias2 = 0.0 if layer.bias is None else float(layer.bias.detach().double().pow(2).mean())
-        strided = isinstance(layer, nn.modules.conv._ConvTransposeNd) and \
-            math.prod(layer.stride) > 1  # an output reads fan_in / stride^d inputs: no theory
-        out_std = _std(z)
-        row: dict[str, Any] = {
-            "layer": i, "name": name, "path": attribute_path(model, name),
-            "module": _describe(layer), "shape": list(layer.weight.shape),
-            "init": recognize(layer.weight).as_dict(), "activation": activations[i],
-            "in_std": _std(x), "in_rms": in_rms, "out_std": out_std,
-            "forward_gain": out_std / _std(x) if _std(x) > 0 else math.nan,
-            "grad_out_std": _std(grads.get(2 * i + 1)), "grad_in_std": _std(grads.get(2 * i)),
-            "act_std": st["act_std"], "dead_fraction": st["dead_fraction"],
-            "saturated_fraction": st["saturated_fraction"],
-            "nonfinite_fraction": st["nonfinite_fraction"], "sigma_w": sigma_w,
-            "expected_std": math.nan if strided else math.sqrt(sigma_w**2 * in_rms**2 + bias2),
-            "moment_gain": math.nan if strided else _moment_gain(activations[i], sigma_w,
-                                                                 out_std**2),
-        }
-        with np.errstate(divide="ignore", invalid="ignore"):
-            row["backward_gain"] = float(np.float64(row["grad_in_std"]) / row["grad_out_std"])
-        row["verdict"] = verdict(row)
-        lo, hi = MOMENT_BAND
-        misscaled = not lo <= row["moment_gain"] <= hi  # NaN: unknown, not flagged
-        misscaled = misscaled and math.isfinite(row["moment_gain"])
-        row["fix"] = (_fix(row["path"], layer, activations[i], row)
-                      if row["verdict"] != "healthy" or misscaled else None)
-        if row["fix"]:
-            flagged.append(row["fix"]["code"])
-        rows.append(row)
-    return Diagnosis(_summary(rows, found, seen), rows, "\n".join(flagged))
+        group = first.setdefault((tuple(weight.shape), weight.dtype), [])
+        head = weight.detach().reshape(-1)[:64]  # a cheap first look: most differ there
+        same = next((p for p, w in group if torch.equal(w.detach().reshape(-1)[:64], head)
+                     and torch.equal(w, weight)), None)
+        if same is None:
+            group.append((path, weight))
+            continue
+        entry["same_as"] = same
+        name, _, args = code.partition("(")
+        redraw = "" if code == "unknown" else \
+            f", draw it afresh: nn.init.{name}({path}{', ' if args != ')' else ''}{args}"
+        note = f"the same values as {same} (a deep copy starts identical){redraw}"
+        entry["note"] = f"{entry['note']}; {note}" if entry.get("note") else note
+
+
+def doctor(model: nn.Module, example_input: Any) -> Diagnosis:
+    """Audit ``model``'s initialization on ``example_input`` (a batch), read-only (see the
+    module docstring). Per Linear / convolution layer: the recognised init
+    (:func:`recognize`), forward gain std(z) / std(x) of the layer's output z and input x,
+    backward gain std(dL/dx) / std(dL/dz) through the layer alone for
+    L = sum(output^2) / 2, the probe's act_std, dead and saturated fractions
+    (:class:`initlab.torch.Probe`, which reads the activation that follows a layer in an
+    nn.Sequential), sigma_w = sqrt(fan_in mean(W^2)), the mean-field output std sigma_w rms(x)
+    (+ the bias) and second-moment gain, ``stats_verdict`` (:func:`initlab.inspect.verdict`),
+    ``verdict`` (that, read in the layer's place: ``note`` says why where they differ and
+    ``followed_by`` names the norms its output goes straight into) and a fix where the verdict
+    is not healthy, or the layer is on a chain where the mean-field gain compounds and that
+    gain is outside :data:`MOMENT_BAND`. Per other weight (``Diagnosis.weights``): its init.
+    Rows and weights name in ``same_as`` an earlier weight with the very same values (a deep
+    copy), their note the code that draws them afresh."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got model={type(model).__name__}")
+    found = list(layers(model))
+    if not found and not any(p.ndim >= 2 for p in model.parameters()):
+        raise ValueError(f"model has no Linear or convolution layer, nor any other weight, "
+                         f"to audit: {type(model).__name__}")
+    rows: list[dict[str, Any]] = []
+    run = _Pass()
+    if found:
+        X = torch.as_tensor(example_input).detach().clone()
+        if X.is_floating_point():
+            X.requires_grad_(True)
+        run = _run(model, X, found)
+        rows = [_row(i, name, layer, run, model) for i, (name, layer) in enumerate(found)
+                if i in run.moments and i in run.stats]
+    _consistent(rows)
+    measured = {id(found[r["layer"]][1].weight) for r in rows}
+    unreached = {id(layer.weight) for i, (_, layer) in enumerate(found)
+                 if i not in run.moments and i not in run.functional}
+    functional = {id(found[i][1].weight) for i in run.functional}
+    weights = _weights(model, measured | unreached, functional)
+    _copies([(r, found[r["layer"]][1].weight, f"{r['path']}.weight") for r in rows]
+            + [(w, model.get_parameter(w["name"]), w["path"]) for w in weights])
+    fix = "\n".join(r["fix"]["code"] for r in rows if r["fix"])
+    return Diagnosis(_summary(rows, found, run, weights), rows, fix, weights)
 
 
 def _severity(row: dict[str, Any]) -> tuple[int, float]:
@@ -353,7 +472,8 @@ def _severity(row: dict[str, Any]) -> tuple[int, float]:
     return VERDICTS.index(row["verdict"]), -spread
 
 
-def _summary(rows: list[dict[str, Any]], found: list, seen: dict) -> dict[str, Any]:
+def _summary(rows: list[dict[str, Any]], found: list, run: _Pass,
+             weights: list[dict[str, Any]]) -> dict[str, Any]:
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     worst = min(rows, key=_severity) if rows else None
     fixes = sum(r["fix"] is not None for r in rows)
@@ -362,7 +482,10 @@ def _summary(rows: list[dict[str, Any]], found: list, seen: dict) -> dict[str, A
         "worst": None if worst is None else {k: worst[k] for k in
                                              ("layer", "name", "path", "verdict",
                                                                "act_std")},
-        "not_reached": [name for i, (name, _) in enumerate(found) if i not in seen],
+        "not_reached": [name for i, (name, _) in enumerate(found)
+                        if i not in run.moments and i not in run.functional],
+        "not_measured": len(weights),
+        "copies": [e["path"] for e in rows + weights if e["same_as"]],
         "layers_to_fix": fixes,
         "alternative": ("initlab.torch.lsuv(model, X)  # orthogonal weights, then each layer "
                         "scaled to output std 1 on X (changes the model in place)")
