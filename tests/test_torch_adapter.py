@@ -646,3 +646,16 @@ def test_zero_element_layers_are_initialized_with_a_warning():
     with pytest.warns(UserWarning, match="has no elements"):
         itorch.initialize(layer, "he_uniform", bias="torch_default", rng=0)
     assert layer.weight.shape == (0, 3, 3, 3) and layer.bias.shape == (0,)
+
+
+def test_a_layer_without_inputs_gets_torchs_zero_bias_for_torch_default():
+    """nn.Linear(0, 4): PyTorch's reset_parameters draws its bias from U(-0, 0) (its bound is
+    0 where fan_in is 0); initlab.torch.initialize does the same, not an error."""
+    reference = nn.Linear(0, 4)  # PyTorch's own init
+    assert torch.equal(reference.bias.detach(), torch.zeros(4))
+    layer = nn.Linear(0, 4)
+    with torch.no_grad():
+        layer.bias.fill_(5.0)
+    with pytest.warns(UserWarning, match="has no elements"):
+        itorch.initialize(layer, "he_normal", bias="torch_default", rng=0)
+    assert torch.equal(layer.bias.detach(), torch.zeros(4))

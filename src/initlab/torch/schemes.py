@@ -40,8 +40,12 @@ def initialize(module: nn.Module, spec: Any, bias: Any = None, *, rng: RngLike =
             dtype = _numpy_dtype(layer.weight.dtype)
             layer.weight.copy_(to_torch(weight_init(shape, rng=gen, dtype=dtype), layer))
             if layer.bias is not None:
-                # fans only where a bias with elements asks: a zero-element layer has none
+                # fans only where a bias with elements asks; a layer with no inputs has
+                # fan_in 0, where PyTorch's bound 1 / sqrt(fan_in) becomes 0: zeros
                 needs_fan_in = bias_init.needs_fan_in and layer.bias.numel() > 0
+                if needs_fan_in and not layer.weight.numel():
+                    layer.bias.zero_()
+                    continue
                 extra = {"fan_in": compute_fans(shape)[0]} if needs_fan_in else {}
                 values = bias_init((layer.bias.shape[0],), rng=gen, dtype=dtype, **extra)
                 layer.bias.copy_(torch.from_numpy(values).to(layer.bias.dtype))
