@@ -21,14 +21,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    wait,
-)
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -82,11 +75,24 @@ def prepare(out: str | Path, grid: Grid | None, *, resume: bool) -> tuple[Path, 
     return out, grid
 
 
+class InlineExecutor(Executor):
+    """An executor that runs each task in this thread when it is submitted: ``jobs=1``, with
+    no pool to start and Ctrl-C reaching the task at once, through the same code path."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as err:  # a KeyboardInterrupt is not caught: it stops the sweep
+            future.set_exception(err)
+        return future
+
+
 def local_executor(jobs: int) -> Executor:
-    """``jobs`` worker processes that are not forks of this one; 1: a thread of this process
-    (no pool to start, the same code path)."""
+    """``jobs`` worker processes that are not forks of this one; 1: this process
+    (:class:`InlineExecutor`)."""
     if jobs <= 1:
-        return ThreadPoolExecutor(1)
+        return InlineExecutor()
     from initlab.nn.parallel import context
 
     return ProcessPoolExecutor(jobs, mp_context=context())
@@ -137,11 +143,14 @@ def run(grid: Grid | None, out: str | Path, *, executor: Executor | None = None,
     failures: dict[str, str] = {}
     attempts = dict.fromkeys((t.key for t in pending), 0)
     finished = len(done)
+    # tasks in flight at once: enough to keep a local pool busy while results are written
+    # (one at a time inline); all of them for a given executor (Dask schedules them)
+    window = (1 if jobs <= 1 else 2 * jobs) if owned else max(1, len(pending))
     try:
         running: dict[Future, Task] = {}
         queue = list(pending)
         while queue or running:
-            while queue:
+            while queue and len(running) < window:
                 task = queue.pop(0)
                 attempts[task.key] += 1
                 try:
