@@ -105,3 +105,19 @@ def test_a_cards_warnings_go_into_its_notes_not_the_console(tmp_path, recwarn):
     assert result.notes == ["Warning while measuring: RuntimeWarning: replica 0 diverged at "
                             "epoch 3"]
     assert not [w for w in recwarn if "diverged" in str(w.message)]
+
+
+def test_cards_in_worker_processes_give_what_one_process_gives(tmp_path):
+    """run_cards(jobs=2): the same claims, headlines and tables, in the cards' order, from
+    worker processes (a fork server's, not forks of the test process)."""
+    cards = [experiments.get(name) for name in ("logistic", "symmetry", "lsuv")]
+    seen = []
+    _, serial = runner.run_cards(cards, out=tmp_path / "one", size="tiny")
+    _, parallel = runner.run_cards(cards, out=tmp_path / "two", size="tiny", jobs=2,
+                                   on_card=lambda card: seen.append(card.name) or (lambda f: None))
+    assert [r.name for r in parallel] == [c.name for c in cards]
+    assert sorted(seen) == sorted(c.name for c in cards)
+    for a, b in zip(serial, parallel, strict=True):
+        assert [(c.id, c.verdict, c.headline) for c in a.claims] == \
+            [(c.id, c.verdict, c.headline) for c in b.claims]
+        assert json.dumps(a.tables, sort_keys=True) == json.dumps(b.tables, sort_keys=True)

@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--size", choices=("tiny", "default", "full"), default="default",
                          help="'tiny' runs every card in seconds, for a smoke test; 'full' "
                               "runs more seeds and longer budgets")
+        sub.add_argument("--jobs", type=int, default=None,
+                         help="cards run at once, each in a worker process (default: one per "
+                              "core, at most 4; 1 runs them in this process)")
         sub.add_argument("--depth", type=int, default=None,
                          help="fixup card: also run residual networks of this many blocks "
                               "(e.g. 10000)")

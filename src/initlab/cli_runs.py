@@ -31,6 +31,12 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
     from initlab.experiments.runner import check_out
 
     check_out(args.out)  # refuse a bad --out before compiling anything
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1; got --jobs {args.jobs}")
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    jobs = args.jobs or min(cores, 4)
     start = time.perf_counter()
     current: list[str] = []  # the card running now
     columns = (TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn())
@@ -55,7 +61,7 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
             options = {"depth": args.depth} if args.depth is not None else {}
             folder, results = run_cards(cards, seeds=args.seeds, out=args.out,
                                         size=args.size, data=args.data, on_card=on_card,
-                                        options=options)
+                                        options=options, jobs=jobs)
         finally:
             for task in previous:
                 progress.update(task, completed=1.0)

@@ -184,13 +184,16 @@ def _judge(spec: ClaimSpec, measured: Any, run: Run) -> Claim:
 def run_cards(cards: Sequence[Card[Any]], *, seeds: int | Sequence[int] | None = None,
               out: str | Path, size: Size = "default", data: str | None = None,
               on_card: Callable[[Any], Callable[[float], None]] | None = None,
-              options: dict[str, Any] | None = None,
-              control: bool = False) -> tuple[Path, list[CardResult]]:
+              options: dict[str, Any] | None = None, control: bool = False,
+              jobs: int = 1) -> tuple[Path, list[CardResult]]:
     """Run the cards in order, writing the run folder as each finishes.
 
     ``seeds`` is a count (seeds 0 ... n-1; None: each card's own for its size).
     ``on_card(card)`` is called before each card and returns its progress callback (the CLI
     starts a progress bar there). Ctrl-C keeps the finished cards and marks the rest "not run".
+    ``jobs`` > 1 runs that many cards at once in worker processes (started by a fork server,
+    never forked from this one; one BLAS thread each); a card's result does not depend on
+    where it ran. Then ``on_card`` is called as each card finishes, its progress at 1.
     """
     if seeds is not None and not isinstance(seeds, int):
         seeds = [int(s) for s in seeds]
@@ -210,20 +213,10 @@ def run_cards(cards: Sequence[Card[Any]], *, seeds: int | Sequence[int] | None =
     results: list[CardResult] = []
     data_info: dict[str, Any] = {"requested": data or "default"}
     interrupted = False
-    for card in cards:
-        if interrupted:
-            results.append(not_run(card))
-            continue
-        progress = on_card(card) if on_card else (lambda fraction: None)
-        start = time.perf_counter()
-        try:
-            result = run_card(card, folder, size=size, seeds=seeds, data=data,
-                              progress=progress, options=options, control=control)
-        except KeyboardInterrupt:
-            interrupted = True
-            results.append(not_run(card))
-            continue
-        result.seconds = time.perf_counter() - start
+    kwargs = {"size": size, "seeds": seeds, "data": data, "options": options,
+              "control": control}
+
+    def keep(result: CardResult) -> None:
         for name, rows in result.tables.items():
             if rows:
                 _write_table(folder / "tables" / f"{result.name}-{name}.csv", rows)
@@ -233,8 +226,77 @@ def run_cards(cards: Sequence[Card[Any]], *, seeds: int | Sequence[int] | None =
             data_info.setdefault("images", result.images)
         results.append(result)
         _write_results(folder, seed_list, data_info, results, cards, interrupted)
+
+    if jobs > 1 and len(cards) > 1 and all(_registered(c) for c in cards):
+        interrupted = _run_in_workers(cards, folder, kwargs, jobs, on_card, keep)
+        finished = {r.name: r for r in results}  # in the cards' order, as one process gives
+        results[:] = [finished.get(c.name) or not_run(c) for c in cards]
+    else:
+        for card in cards:
+            if interrupted:
+                results.append(not_run(card))
+                continue
+            progress = on_card(card) if on_card else (lambda fraction: None)
+            try:
+                keep(_timed(card, folder, progress, kwargs))
+            except KeyboardInterrupt:
+                interrupted = True
+                results.append(not_run(card))
     _write_results(folder, seed_list, data_info, results, cards, interrupted)
     return folder, results
+
+
+def _timed(card: Card[Any], folder: Path, progress: Callable[[float], None],
+           kwargs: dict[str, Any]) -> CardResult:
+    start = time.perf_counter()
+    result = run_card(card, folder, progress=progress, **kwargs)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _registered(card: Card[Any]) -> bool:
+    """Whether a worker process can find the card by its name (a card made in a test or a
+    notebook cannot be sent: it runs here)."""
+    from initlab import experiments
+
+    return card.name in experiments.names() and experiments.get(card.name) is card
+
+
+def _in_worker(name: str, folder: Path, kwargs: dict[str, Any]) -> CardResult:
+    from initlab import experiments
+
+    return _timed(experiments.get(name), folder, lambda fraction: None, kwargs)
+
+
+def _one_blas_thread() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # the workers fill the cores; BLAS threads would only compete
+
+
+def _run_in_workers(cards: Sequence[Card[Any]], folder: Path, kwargs: dict[str, Any],
+                    jobs: int, on_card: Callable[[Any], Callable[[float], None]] | None,
+                    keep: Callable[[CardResult], None]) -> bool:
+    """Run the cards in ``jobs`` worker processes, keeping each result as it comes; True if
+    Ctrl-C stopped them (the finished ones are kept)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from initlab.nn.parallel import context
+
+    pool = ProcessPoolExecutor(min(jobs, len(cards)), mp_context=context(),
+                               initializer=_one_blas_thread)
+    try:
+        futures = {pool.submit(_in_worker, c.name, folder, kwargs): c for c in cards}
+        for future in as_completed(futures):
+            result = future.result()
+            if on_card:
+                on_card(futures[future])(1.0)
+            keep(result)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        return True
+    pool.shutdown(wait=True)
+    return False
 
 
 def _write_results(folder, seeds, data_info, results, cards, interrupted) -> None:
