@@ -15,9 +15,10 @@ Variants (``--only`` keys):
 
 Each variant first runs a 1-epoch warm-up, untimed (for JAX this is the compile, so compile time
 is excluded), then the timed runs: init + training + the final cost, in rounds that time every
-variant once each; a ratio is taken within each round and the median of the rounds reported. As a sanity check it prints
-the mean final training cost of the 10 "he" replicas: initlab batched and one by one should agree
-exactly; torch and JAX draw different weights, so they should only be close.
+variant once each; a ratio is taken within each round and the median of the rounds reported.
+As a sanity check it prints the mean final training cost of the 10 "he" replicas: initlab
+batched and one by one should agree exactly; torch and JAX draw different weights, so they
+should only be close.
 
 Run:  python bench/moons_replicas.py --epochs 15000 [--repeats 3] [--only batched,torch]
                                       [--json results.json]

@@ -1,0 +1,364 @@
+"""Compiled training loops for stacks of Dense layers: the NumPy engine's arithmetic, in numba.
+
+:func:`train` runs whole epochs of ``a = phi(x W + b)`` forward, the loss, backward and the
+optimizer's update for R replicas, one replica at a time per thread, and leaves the weights,
+biases and optimizer state where the NumPy engine (:mod:`initlab.nn.training`) would, up to
+the order of floating-point sums (~1e-16 relative per step in float64).
+
+Two layouts, one arithmetic:
+
+* ``lanes`` (small networks, such as the moons net): a batch goes through the network in
+  chunks of up to ``CHUNK`` samples, feature-major (a unit's values for the chunk's samples
+  contiguous and 64-byte aligned), through register-blocked kernels written with explicit
+  8-wide vectors (:mod:`~initlab.nn.kernels.simd`): x W sums each sample's inputs in order (then
+  adds b, as the engine), x^T dz sums the samples in 16 interleaved lanes added pairwise at
+  the end, as a BLAS splits a long sum, and the activation (or its derivative) is applied in
+  the same pass where it has a vector form.
+* ``gemm`` (the rest): a whole batch, sample-major, with BLAS's gemm (as ``np.dot`` calls it)
+  for the products x W, x^T dz and dz W^T; "auto" picks it from ``GEMM_WEIGHTS`` weights on.
+
+Plain IEEE arithmetic throughout: no fastmath, no fused multiply-add. exp (for sigmoid, silu,
+softplus' and the cross-entropy's gradient) and tanh run as vectors within 1 and 3 ulp of libm's
+(tested); the rest (erf, expm1, log1p) call libm as numba does. Activations, losses and
+optimizers are integer codes read by one kernel, so a dtype compiles once (:func:`warm_up`;
+numba caches it on disk). In float32 the sums and updates stay in float32, as the engine's
+(the vector exp and tanh compute in float64 and round).
+
+Replicas run on threads (the compiled code releases the GIL), one replica at a time per
+thread; with the gemm layout the BLAS is held to one thread meanwhile.
+
+The package: :mod:`~initlab.nn.kernels.simd` (vectors, pointers and BLAS as numba intrinsics),
+:mod:`~initlab.nn.kernels.ops` (the per-op kernels), :mod:`~initlab.nn.kernels.replica` (one
+replica's training, the kernel Python calls), :mod:`~initlab.nn.kernels.compiler` (how numba
+compiles and caches them) and this module, the Python side: checks, packing the parameters
+and the optimizer state, buffers, threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from initlab.nn import activations as act_mod
+from initlab.nn import losses as loss_mod
+from initlab.nn import optimizers as opt_mod
+from initlab.nn.kernels import ops, simd
+from initlab.nn.kernels.ops import ACTIVATIONS, LOSSES
+from initlab.nn.kernels.replica import train_replica
+
+__all__ = ["ACTIVATIONS", "CHUNK", "GEMM_WEIGHTS", "LOSSES", "Layout", "supported", "train",
+           "warm_up"]
+
+Layout = Literal["auto", "lanes", "gemm"]
+
+CHUNK = 512  # samples per pass through the lanes layout (a multiple of ops.BLOCK)
+# from this many weights on, BLAS beats the lanes kernels (measured: 2-12-6-1, 121 weights,
+# 1.9x faster in lanes; 16-16-16-1, 528 weights, 1.7x faster by BLAS; even at 4-24-24-1)
+GEMM_WEIGHTS = 400
+
+# the names tests/test_kernels.py checks the vector tanh and expit by (simd's, before the split)
+_VW, _vload, _vstore, _vtanh, _vexpit, _vfill = (simd.VW, simd.vload, simd.vstore, simd.vtanh,
+                                                 simd.vexpit, simd.vfill)
+
+
+def supported(activations: Sequence[Any], loss: Any, optimizer: Any, dtype: Any) -> str | None:
+    """None if :func:`train` handles this configuration, else a short reason in words."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        return f"dtype {dtype!r} is not a numpy dtype"
+    if dt not in (np.float32, np.float64):
+        return f"the kernels compute in float32 or float64; got dtype {dt}"
+    if not activations:
+        return "the network has no layers"
+    for i, activation in enumerate(activations):
+        name = getattr(activation, "name", None)
+        if name not in ACTIVATIONS or type(activation) is not type(act_mod.get(name)):
+            return f"layer {i} has activation {activation!r}, which the kernels do not compile"
+        if name == "softmax" and i < len(activations) - 1:
+            return f"softmax is an output activation; layer {i} of {len(activations)} has it"
+    name = getattr(loss, "name", None)
+    if name not in LOSSES or type(loss) is not type(loss_mod.get(name)):
+        return f"loss {loss!r} is not one the kernels compile"
+    last = activations[-1].name
+    if loss.fuses and last not in (loss.fuses, "linear"):
+        return f"loss {name} takes the logits of a {loss.fuses} or linear output; got {last}"
+    if type(optimizer) not in (opt_mod.SGD, opt_mod.Adam):
+        return f"optimizer {optimizer!r} is not SGD or Adam"
+    return None
+
+
+def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
+          activations: Sequence[Any], loss: Any, optimizer: Any, X: np.ndarray, y: np.ndarray,
+          *, epochs: int, batch_size: int | None = None, orders: np.ndarray | None = None,
+          log: np.ndarray | None = None, threads: int | None = None,
+          layout: Layout = "auto") -> np.ndarray:
+    """Train R replicas of a Dense stack for ``epochs`` epochs, as the NumPy engine would.
+
+    Args:
+        weights: per layer, (R, fan_in, units); updated in place (views are fine).
+        biases: per layer, (R, 1, units) or None; updated in place.
+        activations, loss, optimizer: the engine's objects (see :func:`supported`); the
+            optimizer's ``state`` is continued, or created as its first step would.
+        X: (n, d) shared by every replica, or (R, n, d). y: prepared targets, (n, k) or
+            (1 | R, n, k) (one-hot rows for softmax cross-entropy).
+        batch_size: None (or >= n) is full batch; else minibatches in sample order, or in
+            ``orders[e, r]`` (an (epochs, R, n) int array) for replica r in epoch e.
+        log: (epochs,) bools: record each replica's full-batch cost at the start of those
+            epochs, before their updates.
+        threads: threads over the replicas (default: every core this process may use); the
+            gemm layout holds the BLAS to one thread meanwhile (unless one replica, threads
+            None), for the whole process.
+        layout: "lanes" or "gemm" (see the module docstring); "auto" picks by size.
+
+    Returns:
+        The recorded costs, (log.sum(), R) float64.
+    """
+    if layout not in ("auto", "lanes", "gemm"):
+        raise ValueError(f"layout must be 'auto', 'lanes' or 'gemm'; got layout={layout!r}")
+    reason = supported(activations, loss, optimizer, weights[0].dtype if weights else None)
+    if reason is not None:
+        raise ValueError(f"train cannot run this configuration: {reason}")
+    dtype = weights[0].dtype
+    L, R = len(weights), weights[0].shape[0]
+    if len(biases) != L or len(activations) != L:
+        raise ValueError(f"weights, biases and activations need one entry per layer; got "
+                         f"{L}, {len(biases)} and {len(activations)}")
+    dims = [weights[0].shape[1]] + [w.shape[2] for w in weights]
+    for i, w in enumerate(weights):
+        if w.shape != (R, dims[i], dims[i + 1]) or w.dtype != dtype:
+            raise ValueError(f"weights[{i}] must be ({R}, {dims[i]}, {dims[i + 1]}) {dtype}; "
+                             f"got {w.shape} {w.dtype}")
+        b = biases[i]
+        if b is not None and (b.shape != (R, 1, dims[i + 1]) or b.dtype != dtype):
+            raise ValueError(f"biases[{i}] must be ({R}, 1, {dims[i + 1]}) {dtype} or None; "
+                             f"got {b.shape} {b.dtype}")
+    epochs = int(epochs)
+    Xk = _per_replica(X, "X", R, dims[0], dtype)
+    Yk = _per_replica(y, "y", R, dims[-1], dtype)
+    n = Xk.shape[1]
+    if Yk.shape[1] != n:
+        raise ValueError(f"X and y disagree: {n} samples in X, {Yk.shape[1]} in y")
+    batch = n if batch_size is None or batch_size >= n else int(batch_size)
+    if batch < 1:
+        raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}")
+    if orders is not None and batch < n:
+        order = np.ascontiguousarray(orders, dtype=np.int64)
+        if order.shape != (epochs, R, n):
+            raise ValueError(f"orders must be (epochs, R, n) = ({epochs}, {R}, {n}); "
+                             f"got {order.shape}")
+    else:
+        order = np.zeros((0, 1, 1), np.int64)
+    flags = np.zeros(epochs, bool) if log is None else np.asarray(log, dtype=bool)
+    if flags.shape != (epochs,):
+        raise ValueError(f"log must have one entry per epoch ({epochs}); got {flags.shape}")
+    logpos = np.where(flags, np.cumsum(flags) - 1, -1).astype(np.int64)
+    costs = np.full((int(flags.sum()), R), np.nan)
+    if epochs == 0 or R == 0:
+        return costs
+
+    woff, boff = [], []  # where each layer's weights and bias start in a replica's row of P
+    nparam = 0
+    for i in range(L):
+        woff.append(nparam)
+        nparam += dims[i] * dims[i + 1]
+        boff.append(nparam if biases[i] is not None else -1)
+        nparam += dims[i + 1] if biases[i] is not None else 0
+    params = [a for w, b in zip(weights, biases, strict=True)
+              for a in ((w,) if b is None else (w, b))]
+    P = np.empty((R, nparam), dtype)
+    _pack(P, params)
+    code = _optimizer_code(optimizer)
+    S1, S2, T = _pack_state(optimizer, code, params, R, nparam, dtype)
+    per_epoch = -(-n // batch)
+    lr = float(optimizer.learning_rate)
+    mom = float(getattr(optimizer, "momentum", 0.0))
+    b1, b2 = float(getattr(optimizer, "beta1", 0.0)), float(getattr(optimizer, "beta2", 0.0))
+    eps = float(getattr(optimizer, "eps", 0.0))
+    hyp = np.array([lr, mom, b1, 1.0 - b1, b2, 1.0 - b2, eps], dtype)
+    hyp64 = np.array([lr, b1, b2])
+    weights_count = sum(dims[i] * dims[i + 1] for i in range(L))
+    gemm = weights_count >= GEMM_WEIGHTS if layout == "auto" else layout == "gemm"
+    acts = np.array([ACTIVATIONS[a.name] for a in activations], np.int64)
+    aprm = np.array([_act_param(a) for a in activations], dtype)
+    loss_eps = float(getattr(loss, "eps", 0.0))
+    ld = min(-(-batch // ops.BLOCK) * ops.BLOCK, CHUNK)
+    work, plan = _plan(dims, woff, boff, acts, nparam, batch if gemm else ld, dtype)
+    args = (plan, aprm, T, Xk, Yk, order, logpos, costs, hyp, hyp64, gemm, LOSSES[loss.name],
+            loss_eps, code, epochs, batch, ld)
+    workers = min(R, _cores() if threads is None else max(1, int(threads)))
+    # BLAS on one thread under ours: two threads calling a threaded OpenBLAS at once ran W4
+    # 3.5x slower, and once 100x; it keeps its threads only for a lone replica
+    single = gemm and (workers > 1 or threads is not None)
+    with threadpool_limits(1) if single else contextlib.nullcontext():
+        _run(workers, R, lambda r: train_replica(r, P[r], S1[r], S2[r], _aligned(work, dtype),
+                                                 *args))
+    _unpack(P, params)
+    _unpack_state(optimizer, code, params, S1, S2, T + epochs * per_epoch)
+    return costs
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
+def _run(workers: int, count: int, job: Callable[[int], None]) -> None:
+    """job(r) for r in range(count) on ``workers`` threads, each taking the next r when done
+    (the compiled job releases the GIL, so the threads run at once)."""
+    if workers <= 1:
+        for r in range(count):
+            job(r)
+        return
+    todo = iter(range(count))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                r = next(todo, None)
+            if r is None:
+                return
+            job(r)
+
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(work) for _ in range(workers)]:
+            future.result()
+
+
+def _plan(dims: list[int], woff: list[int], boff: list[int], acts: np.ndarray, nparam: int,
+          cap: int, dtype: np.dtype) -> tuple[int, np.ndarray]:
+    """The kernel's work array size and its plan (see :func:`train_replica`): rows dims, woff,
+    boff, aoff, zoff, acts, fuse_fwd, fuse_bwd and the starts of the buffers ab, zb, g0, g1, yb,
+    g, cc in the work array, each on a 64-byte boundary, for chunks of ``cap`` samples."""
+    aoff = np.cumsum([0] + [cap * w for w in dims])  # a layer's input, then its output
+    zoff = np.cumsum([0] + [cap * w for w in dims[1:]])
+    line = 64 // dtype.itemsize
+    sizes = [aoff[-1], zoff[-1], cap * max(dims), cap * max(dims), cap * dims[-1], nparam, 2]
+    starts = np.cumsum([0] + [-(-size // line) * line for size in sizes])
+    rows: list[Sequence[int] | np.ndarray] = [
+        dims, woff, boff, aoff, zoff, acts, np.isin(acts, ops.VECTOR_FORWARD),
+        np.isin(acts, ops.VECTOR_BACKWARD), starts[:-1]]
+    plan = np.zeros((len(rows), max(len(row) for row in rows)), np.int64)
+    for i, row in enumerate(rows):
+        plan[i, :len(row)] = row
+    return int(starts[-1]), plan
+
+
+def _aligned(size: int, dtype: np.dtype) -> np.ndarray:
+    """A zeroed 1-D array starting on a 64-byte boundary, so that no vector of the lanes
+    layout straddles two cache lines."""
+    buf = np.zeros(size + 64 // dtype.itemsize, dtype)
+    at = (-buf.ctypes.data % 64) // dtype.itemsize
+    return buf[at:at + size]
+
+
+def _per_replica(a: np.ndarray, name: str, R: int, width: int, dtype: np.dtype) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or a.shape[0] not in (1, R) or a.shape[2] != width:
+        raise ValueError(f"{name} must be (n, {width}) or (1 or {R}, n, {width}); "
+                         f"got {name}.shape={a.shape}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _act_param(activation: Any) -> float:
+    return float(activation.params.get("slope", activation.params.get("alpha", 0.0)))
+
+
+def _optimizer_code(optimizer: Any) -> int:
+    if isinstance(optimizer, opt_mod.Adam):
+        return ops.ADAM
+    if not optimizer.momentum:
+        return ops.SGD
+    return ops.NESTEROV if optimizer.nesterov else ops.MOMENTUM
+
+
+def _pack(P: np.ndarray, arrays: list[np.ndarray]) -> None:
+    at = 0
+    for a in arrays:
+        size = a[0].size
+        P[:, at:at + size] = a.reshape(P.shape[0], size)
+        at += size
+
+
+def _unpack(P: np.ndarray, arrays: list[np.ndarray]) -> None:
+    at = 0
+    for a in arrays:
+        size = a[0].size
+        a[...] = P[:, at:at + size].reshape(a.shape)
+        at += size
+
+
+# the engine's optimizer state entries that S1 and S2 hold, per optimizer code
+_STATE_KEYS = {ops.MOMENTUM: ("velocity",), ops.NESTEROV: ("velocity",), ops.ADAM: ("m", "v")}
+
+
+def _pack_state(optimizer: Any, code: int, params: list[np.ndarray], R: int, size: int,
+                dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The optimizer's state as flat (R, size) arrays and the step count of each parameter
+    array; zeros where the state is empty (a first step from zero state is the engine's)."""
+    S1 = np.zeros((R, size) if code != ops.SGD else (R, 0), dtype)
+    S2 = np.zeros((R, size) if code == ops.ADAM else (R, 0), dtype)
+    T = np.zeros(len(params))
+    state = optimizer.state
+    if state and len(state) != len(params):
+        raise ValueError(f"optimizer.state has {len(state)} entries for {len(params)} "
+                         f"parameter arrays")
+    keys = _STATE_KEYS.get(code, ())
+    for key, S in zip(keys, (S1, S2), strict=False):
+        _pack(S, [entry.get(key, np.zeros_like(p)) for entry, p in
+                  zip(state or [{}] * len(params), params, strict=True)])
+    if code == ops.ADAM:
+        T = np.array([float(entry.get("t", 0.0)) for entry in (state or [{}] * len(params))])
+    return S1, S2, T
+
+
+def _unpack_state(optimizer: Any, code: int, params: list[np.ndarray], S1: np.ndarray,
+                  S2: np.ndarray, T: np.ndarray) -> None:
+    """Write the state back in the engine's format, into its arrays where they exist."""
+    if not optimizer.state:
+        optimizer.state = [{} for _ in params]
+    keys = _STATE_KEYS.get(code, ())
+    for key, S in zip(keys, (S1, S2), strict=False):
+        at = 0
+        for entry, p in zip(optimizer.state, params, strict=True):
+            size = p[0].size
+            value = S[:, at:at + size].reshape(p.shape)
+            if key in entry and entry[key].shape == p.shape:
+                entry[key][...] = value
+            else:
+                entry[key] = value.copy()
+            at += size
+    if code == ops.ADAM:
+        for entry, t in zip(optimizer.state, T, strict=False):
+            if "t" in entry:
+                entry["t"][...] = t
+            else:
+                entry["t"] = np.array(t)
+
+
+def warm_up(dtype: Any = np.float64,
+            progress: Callable[[int, int], None] | None = None) -> float:
+    """Compile (or load from numba's cache) the kernel for ``dtype``, one specialization that
+    serves every network, by training a tiny one; ``progress(1, 1)`` when done. Returns the
+    seconds it took."""
+    start = time.perf_counter()
+    dt = np.dtype(dtype)
+    W = [np.full((1, 2, 3), 0.1, dt), np.full((1, 3, 1), 0.1, dt)]
+    b = [np.zeros((1, 1, 3), dt), None]
+    train(W, b, [act_mod.get("tanh"), act_mod.get("sigmoid")],
+          loss_mod.get("binary_crossentropy"), opt_mod.SGD(0.1), np.ones((4, 2), dt),
+          np.ones((4, 1), dt), epochs=1)
+    if progress is not None:
+        progress(1, 1)
+    return time.perf_counter() - start

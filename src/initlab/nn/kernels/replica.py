@@ -1,0 +1,167 @@
+"""The replica kernel: one replica's whole training, epochs of forward, loss, backward and
+the optimizer's update, in one compiled call (:func:`train_replica`) that releases the GIL.
+
+It is the kernel Python calls and the one numba caches (with the per-op kernels of
+:mod:`~initlab.nn.kernels.ops` and the intrinsics of :mod:`~initlab.nn.kernels.simd`
+compiled into it; see :mod:`~initlab.nn.kernels.compiler`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from initlab.nn.kernels import ops, simd
+from initlab.nn.kernels.compiler import cached_kernel
+from initlab.nn.kernels.ops import ADAM, BLOCK, SGD
+from initlab.nn.kernels.simd import at
+
+
+@cached_kernel
+def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs, hyp, hyp64,
+                  gemm, loss, eps, opt, epochs, batch, ld):
+    """Train replica r (parameters p, optimizer state s1, s2: flat and contiguous) in place.
+
+    A batch goes through in chunks of ``cap`` samples: the whole batch in the gemm layout
+    (buffers (samples, units)), ld samples in the lanes layout (buffers (units, ld); a chunk's
+    columns past its samples, up to a multiple of BLOCK, are zero inputs whose loss gradient
+    is 0). ``plan`` is :func:`initlab.nn.kernels._plan`'s: per layer li, its input starts at
+    aoff[li] in ab, its z at zoff[li] in zb, its weights at woff[li] in p (and g), its bias
+    at boff[li] (or -1); fuse_fwd[li] (fuse_bwd[li]) says whether the lanes layout applies its
+    phi (phi') in ops.mix's pass; its last row holds where the buffers ab, zb, g0, g1, yb, g
+    and cc (scalars rounded to the dtype) start in ``work``.
+    """
+    # the arrays as raw pointers (the caller keeps the arrays alive), and one array for the
+    # per-layer rows and one for the buffers: numba lowers every use of an array to a struct
+    # of seven fields and reference counts, of a pointer to one address, and this kernel's IR
+    # (and its compile time) shrank by a quarter
+    row = plan.shape[1]
+    dims, woff, boff, aoff, zoff = (at(plan, 0), at(plan, row), at(plan, 2 * row),
+                                    at(plan, 3 * row), at(plan, 4 * row))
+    acts, fuse_fwd, fuse_bwd, starts = (at(plan, 5 * row), at(plan, 6 * row),
+                                        at(plan, 7 * row), at(plan, 8 * row))
+    ab, zb, g0, g1, yb, g, cc = (at(work, starts[0]), at(work, starts[1]),
+                                 at(work, starts[2]), at(work, starts[3]),
+                                 at(work, starts[4]), at(work, starts[5]),
+                                 at(work, starts[6]))
+    L = aprm.shape[0]
+    n = X.shape[1]
+    d = dims[0]
+    k = dims[L]
+    nparam = p.shape[0]
+    reps = costs.shape[1]
+    xr = r if X.shape[0] > 1 else 0
+    yr = r if Y.shape[0] > 1 else 0
+    fused = loss == 0 or loss == 2
+    shuffled = orders.shape[0] > 0
+    per_sample = loss == 2  # softmax CE averages over samples only
+    cap = batch if gemm else ld
+    # a block of samples x units holds (i, u) at i * (units if gemm else 1) + u * fs
+    fs = 1 if gemm else ld
+    xs = d if gemm else 1  # the input block's sample stride
+    ss = k if gemm else 1  # the output's
+    lr, mom, b1, ob1, b2, ob2, ep = hyp[0], hyp[1], hyp[2], hyp[3], hyp[4], hyp[5], hyp[6]
+    p, s1, s2, T, aprm, logpos, hyp64, costs = (at(p, 0), at(s1, 0), at(s2, 0), at(T, 0),
+                                                at(aprm, 0), at(logpos, 0), at(hyp64, 0),
+                                                at(costs, 0))
+    X = at(X, xr * n * d)
+    Y = at(Y, yr * n * k)
+    orders = at(orders, r * n if shuffled else 0)  # epoch e's order at e * reps * n
+    out = at(zb, zoff[L - 1]) if fused else at(ab, aoff[L])  # what the loss reads
+    one = np.int64(1)  # not a literal 1: a literal argument compiles a helper once more
+    per_epoch = (n + batch - 1) // batch
+    held, held_nv = -1, 0  # the chunk the input buffers hold, when in sample order
+    for e in range(epochs):
+        lp = logpos[e]
+        # step -1: the cost on all of X before this epoch's updates, when minibatches
+        for step in range(-1 if lp >= 0 and batch < n else 0, per_epoch):
+            training = step >= 0
+            lo = step * batch if training else 0
+            hi = min(n, lo + batch) if training else n
+            cc[0] = 1.0 / ((hi - lo) if per_sample else (hi - lo) * k)  # rounded as numpy
+            fac = cc[0]
+            value = lp >= 0 and (not training or batch >= n)
+            total = 0.0
+            if not gemm:  # (the gemm layout overwrites every gradient)
+                for q in range(nparam):
+                    g[q] = 0.0
+            for c0 in range(lo, hi, cap):
+                nv = min(cap, hi - c0)
+                ns = nv if gemm else cap  # samples in a buffer block
+                wb = (nv + BLOCK - 1) // BLOCK * BLOCK
+                ordered = not (training and shuffled)
+                if not (ordered and held == c0 and held_nv == nv):
+                    held, held_nv = (c0 if ordered else -1), nv
+                    for c in range(nv if gemm else wb):
+                        src = 0
+                        if c < nv:
+                            src = c0 + c if ordered else orders[e * reps * n + c0 + c]
+                        for j in range(d):
+                            ab[c * xs + j * fs] = X[src * d + j] if c < nv else 0.0
+                        for u in range(k):
+                            yb[c * ss + u * fs] = Y[src * k + u] if c < nv else 0.0
+                # forward: z = x W + b, a = phi(z)
+                for li in range(L):
+                    F, U = dims[li], dims[li + 1]
+                    x, z, a = at(ab, aoff[li]), at(zb, zoff[li]), at(ab, aoff[li + 1])
+                    w, b = at(p, woff[li]), at(p, max(boff[li], 0))
+                    needed = li < L - 1 or not fused
+                    fuse = not gemm and needed and fuse_fwd[li] != 0  # phi in mix's pass
+                    if gemm:
+                        simd.gemm(z, x, w, ns, F, U, False, False)
+                        if boff[li] >= 0:
+                            ops.add_rows(z, b, ns, U)
+                    else:
+                        ops.mix(z, x, w, b, boff[li] >= 0, U, F, one, U, ld, wb, 1 if fuse else 0,
+                                acts[li], aprm[li], a)
+                    if needed and not fuse:
+                        ops.act_forward(acts[li], aprm[li], z, a, ns, U, U if gemm else 1, fs)
+                total += ops.loss(loss, eps, out, yb, g0, nv if gemm else wb, nv, k, ss, fs, fac,
+                                  training, value)
+                if not training:
+                    continue
+                # backward: dz = phi'(z) da; dW = x^T dz; db = 1^T dz; dx = dz W^T
+                cur, other = g0, g1
+                for li in range(L - 1, -1, -1):
+                    F, U = dims[li], dims[li + 1]
+                    x, z, a = at(ab, aoff[li]), at(zb, zoff[li]), at(ab, aoff[li + 1])
+                    w, gw, gb = at(p, woff[li]), at(g, woff[li]), at(g, max(boff[li], 0))
+                    if (not (fused and li == L - 1)
+                            and (gemm or li == L - 1 or not fuse_bwd[li])):
+                        ops.act_backward(acts[li], aprm[li], z, a, cur, ns, U, U if gemm else 1,
+                                         fs)
+                    if gemm:
+                        simd.gemm(gw, x, cur, F, ns, U, True, False)
+                        if boff[li] >= 0:
+                            ops.sum_rows(gb, cur, ns, U)
+                        if li > 0:
+                            simd.gemm(other, cur, w, ns, U, F, False, True)
+                    else:
+                        ops.grad_w(gw, x, cur, F, U, ld, wb)
+                        if boff[li] >= 0:
+                            ops.grad_b(gb, cur, U, ld, wb)
+                        if li > 0:  # phi' of the layer below in the same pass, where it can
+                            below = acts[li - 1]
+                            aux = x if below <= 2 else at(zb, zoff[li - 1])  # its a, or its z
+                            ops.mix(other, cur, w, w, one < 0, F, U, U, one, ld, wb,  # no bias
+                                    2 if fuse_bwd[li - 1] else 0, below, aprm[li - 1], aux)
+                    cur, other = other, cur
+            if value:
+                costs[lp * reps + r] = total / ((hi - lo) if per_sample else (hi - lo) * k)
+            if not training:
+                continue
+            # the optimizer on every parameter array, W0, b0, W1, ... (Adam's t: T + steps)
+            slot = 0  # parameter arrays done, for Adam's step counts T
+            for li in range(L):
+                for j in range(2):
+                    lo = woff[li] if j == 0 else boff[li]
+                    if lo < 0:
+                        continue
+                    if opt == ADAM:
+                        t = T[slot] + (e * per_epoch + step) + 1.0
+                        cc[0] = hyp64[0] / (1.0 - hyp64[1] ** t)
+                        cc[1] = 1.0 - hyp64[2] ** t
+                    ops.update(opt, at(p, lo), at(g, lo), at(s1, lo if opt != SGD else 0),
+                               at(s2, lo if opt == ADAM else 0),
+                               dims[li] * dims[li + 1] if j == 0 else dims[li + 1],
+                               lr, mom, b1, ob1, b2, ob2, ep, cc[0], cc[1])
+                    slot += 1
