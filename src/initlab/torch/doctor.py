@@ -36,13 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.autograd.graph import Node
 
 from initlab import theory
 from initlab.inspect import verdict
-from initlab.torch import flow
+from initlab.torch.audit import Pass, measure
 from initlab.torch.layout import Layer, layers
-from initlab.torch.probes import Probe
 from initlab.torch.recognize import (
     CANDIDATES,
     GAINS,
@@ -93,25 +91,11 @@ def attribute_path(model: nn.Module, name: str, root: str = "model") -> str:
     return code
 
 
-def _std(t: torch.Tensor | None) -> float:
-    return math.nan if t is None else float(t.detach().double().std(correction=0))
-
-
 def _describe(layer: Layer) -> str:
     if isinstance(layer, nn.Linear):
         return f"Linear({layer.in_features} -> {layer.out_features})"
     kernel = "x".join(map(str, layer.kernel_size))
     return f"{type(layer).__name__}({layer.in_channels} -> {layer.out_channels}, k={kernel})"
-
-
-def _tensors(out: Any) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out] if out.is_floating_point() else []
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, list | tuple):
-        return [t for item in out for t in _tensors(item)]
-    return []
 
 
 def _moment_gain(activation: str | None, sigma_w: float, q: float) -> float:
@@ -171,112 +155,6 @@ def _fix(path: str, layer: Layer, activation: str | None, row: dict[str, Any]
     return {"code": "\n".join(lines), "effect": effect}
 
 
-@dataclass
-class _Pass:
-    """One forward and backward pass, seen from each layer (index into the found layers)."""
-
-    moments: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # in, rms, out
-    grads: dict[int, tuple[float, float]] = field(default_factory=dict)  # std dL/dz, dL/dx
-    direct: dict[int, list[str]] = field(default_factory=dict)  # norms fed the output itself
-    reached: dict[int, set[int | str | None]] | None = None  # None: no autograd graph
-    to_output: set[int] = field(default_factory=set)  # a path without a norm to the loss
-    chained: set[int] = field(default_factory=set)  # a layer before or after, no norm between
-    functional: set[int] = field(default_factory=set)  # weight used, forward never called
-    stats: dict[int, dict[str, Any]] = field(default_factory=dict)
-    activations: list[str | None] = field(default_factory=list)
-
-
-def _run(model: nn.Module, X: torch.Tensor, found: list[tuple[str, Layer]]) -> _Pass:
-    run = _Pass()
-    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    handed: dict[int, int] = {}  # id of the copy of a layer's output the model got -> layer
-    copies: list[torch.Tensor] = []  # kept alive, so that no other tensor takes their ids
-    marks: dict[Node, int | str] = {}
-
-    def layer_hook(i: int):
-        def hook(layer, inputs, output):
-            if i in seen or not inputs or not isinstance(inputs[0], torch.Tensor) \
-                    or not isinstance(output, torch.Tensor):
-                return None  # a shared layer: its first call
-            x = inputs[0]
-            seen[i] = (x, output)
-            run.moments[i] = (_std(x), float(x.detach().double().pow(2).mean().sqrt()),
-                              _std(output))
-            if output.grad_fn is not None:
-                marks[output.grad_fn] = i
-            # the model goes on with a copy: an in-place op after the layer (ReLU(inplace=True))
-            # leaves z and its gradient as the layer made them
-            copy = output.clone()
-            handed[id(copy)] = i
-            copies.append(copy)
-            return copy
-        return hook
-
-    def norm_pre_hook(name: str):
-        def hook(module, inputs):
-            if inputs and id(inputs[0]) in handed and flow.normalizes(module):
-                run.direct.setdefault(handed[id(inputs[0])], []).append(name)
-        return hook
-
-    def norm_hook(name: str):
-        def hook(module, inputs, output):
-            if isinstance(output, torch.Tensor) and output.grad_fn is not None \
-                    and flow.normalizes(module):
-                marks[output.grad_fn] = name
-        return hook
-
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
-    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.is_cuda})
-    handles = [layer.register_forward_hook(layer_hook(i)) for i, (_, layer) in enumerate(found)]
-    for name, m in model.named_modules():
-        if isinstance(m, flow.NORMS):
-            handles += [m.register_forward_pre_hook(norm_pre_hook(name)),
-                        m.register_forward_hook(norm_hook(name))]
-    try:
-        with torch.random.fork_rng(devices=cuda), Probe(model, symmetry=False,
-                                                        histograms=False) as probe:
-            outputs = _tensors(model(X))
-            loss = sum((0.5 * (o.double() ** 2).sum() for o in outputs), torch.zeros(()))
-            if isinstance(loss, torch.Tensor) and loss.grad_fn is not None:
-                _backward(run, loss, seen, found, marks)
-            table = probe.table
-    finally:
-        for handle in handles:
-            handle.remove()
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                if name in buffers:
-                    b.copy_(buffers[name])
-    run.stats = {row["layer"]: row for row in table.rows}
-    run.activations = probe.activations
-    return run
-
-
-def _backward(run: _Pass, loss: torch.Tensor, seen: dict[int, tuple[torch.Tensor, torch.Tensor]],
-              found: list[tuple[str, Layer]], marks: dict[Node, int | str]) -> None:
-    """dL/dz at each layer's output, dL/dx through that layer alone (the skip of a residual
-    block adds to the gradient at x, not to the layer's gain), which unreached layers' weights
-    the loss still depends on, and the graph's flow between layers and norms."""
-    assert loss.grad_fn is not None
-    outs = {i: z for i, (_, z) in seen.items() if z.requires_grad}
-    unseen = {i: layer.weight for i, (_, layer) in enumerate(found)
-              if i not in seen and layer.weight.requires_grad}
-    targets = [*outs.values(), *unseen.values()]
-    got = torch.autograd.grad(loss, targets, allow_unused=True, retain_graph=True) \
-        if targets else ()
-    dz = dict(zip(outs, got[:len(outs)], strict=True))
-    run.functional = {i for i, g in zip(unseen, got[len(outs):], strict=True) if g is not None}
-    for i, z in outs.items():
-        x, g = seen[i][0], dz[i]
-        dx = None
-        if g is not None and x.requires_grad:
-            dx = torch.autograd.grad(z, x, g, allow_unused=True, retain_graph=True)[0]
-        run.grads[i] = (_std(g), _std(dx))
-    starts = {i: z.grad_fn for i, z in outs.items() if z.grad_fn is not None}
-    run.reached = flow.reached(loss.grad_fn, starts, marks)
-    run.to_output, run.chained = flow.chains(run.reached)
-
-
 def _names(names: list[str] | set[str], model: nn.Module) -> str:
     shown = sorted(names)[:2]
     more = f" and {len(names) - 2} more" if len(names) > 2 else ""
@@ -289,7 +167,7 @@ def _zero_weight(module: nn.Module) -> bool:
     return isinstance(weight, torch.Tensor) and not bool(torch.any(weight != 0))
 
 
-def _judge(row: dict[str, Any], i: int, run: _Pass, model: nn.Module) -> bool:
+def _judge(row: dict[str, Any], i: int, run: Pass, model: nn.Module) -> bool:
     """Set the row's verdict and note from the layer's statistics and its place in the model;
     True where the mean-field gain compounds, so a gain outside the band deserves a fix."""
     stats = row["stats_verdict"] = verdict(row)
@@ -326,7 +204,7 @@ def _judge(row: dict[str, Any], i: int, run: _Pass, model: nn.Module) -> bool:
     return compounding
 
 
-def _row(i: int, name: str, layer: Layer, run: _Pass, model: nn.Module) -> dict[str, Any]:
+def _row(i: int, name: str, layer: Layer, run: Pass, model: nn.Module) -> dict[str, Any]:
     in_std, in_rms, out_std = run.moments[i]
     st = run.stats[i]
     activation = run.activations[i]
@@ -446,12 +324,12 @@ def doctor(model: nn.Module, example_input: Any) -> Diagnosis:
         raise ValueError(f"model has no Linear or convolution layer, nor any other weight, "
                          f"to audit: {type(model).__name__}")
     rows: list[dict[str, Any]] = []
-    run = _Pass()
+    run = Pass()
     if found:
         X = torch.as_tensor(example_input).detach().clone()
         if X.is_floating_point():
             X.requires_grad_(True)
-        run = _run(model, X, found)
+        run = measure(model, X, found)
         rows = [_row(i, name, layer, run, model) for i, (name, layer) in enumerate(found)
                 if i in run.moments and i in run.stats]
     _consistent(rows)
@@ -472,7 +350,7 @@ def _severity(row: dict[str, Any]) -> tuple[int, float]:
     return VERDICTS.index(row["verdict"]), -spread
 
 
-def _summary(rows: list[dict[str, Any]], found: list, run: _Pass,
+def _summary(rows: list[dict[str, Any]], found: list, run: Pass,
              weights: list[dict[str, Any]]) -> dict[str, Any]:
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     worst = min(rows, key=_severity) if rows else None
