@@ -107,6 +107,28 @@ def test_a_cards_warnings_go_into_its_notes_not_the_console(tmp_path, recwarn):
     assert not [w for w in recwarn if "diverged" in str(w.message)]
 
 
+def test_workers_start_the_cards_the_last_runs_timed_longest_first(tmp_path):
+    cards = [experiments.get(name) for name in ("logistic", "symmetry", "lsuv", "moons")]
+    assert runner.schedule(cards, tmp_path, "default") == cards  # nothing timed: their order
+
+    def past(name, size, seconds, not_run=()):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"size": size}))
+        (folder / "results.json").write_text(json.dumps({"cards": [
+            {"name": card, "seconds": s,
+             "claims": [{"verdict": "not run" if card in not_run else "holds"}]}
+            for card, s in seconds.items()]}))
+
+    past("run-20260101-000000", "default", {"logistic": 1.0, "symmetry": 9.0, "lsuv": 5.0})
+    past("run-20260102-000000", "default", {"logistic": 3.0, "lsuv": 2.0},
+         not_run=("lsuv",))  # the newest timing wins, but not a card that did not run
+    past("run-20260103-000000", "tiny", {"logistic": 50.0})  # another size: not read
+    (tmp_path / "run-20260104-000000").mkdir()  # a run still being written
+    order = [c.name for c in runner.schedule(cards, tmp_path, "default")]
+    assert order == ["moons", "symmetry", "lsuv", "logistic"]  # moons: never timed, first
+
+
 def test_cards_in_worker_processes_give_what_one_process_gives(tmp_path):
     """run_cards(jobs=2): the same claims, headlines and tables, in the cards' order, from
     worker processes (a fork server's, not forks of the test process)."""

@@ -340,6 +340,24 @@ def test_train_checks_its_arguments():
     assert kernels.train(*args, epochs=0).shape == (0, 2)
 
 
+def test_default_threads_sets_the_threads_train_uses_when_not_told(monkeypatch):
+    seen = []
+    monkeypatch.setattr(kernels, "_run", lambda workers, count, job: seen.append(workers))
+    args = ([np.zeros((4, 3, 1))], [None], [activations.get("sigmoid")],
+            losses.get("binary_crossentropy"), SGD(0.1), np.zeros((5, 3)), np.zeros((5, 1)))
+    monkeypatch.setattr(kernels, "_THREADS", None)
+    monkeypatch.setattr(kernels.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    kernels.train(*args, epochs=1)
+    kernels.default_threads(1)
+    kernels.train(*args, epochs=1)
+    kernels.train(*args, epochs=1, threads=2)  # told: the default does not apply
+    kernels.default_threads(None)
+    kernels.train(*args, epochs=1)
+    assert seen == [3, 1, 2, 3]
+    with pytest.raises(ValueError, match="threads=0"):
+        kernels.default_threads(0)
+
+
 @numba.njit
 def _vector_math(x, t, s, half):
     for i in range(0, x.shape[0], kernels._VW):

@@ -268,10 +268,35 @@ def _in_worker(name: str, folder: Path, kwargs: dict[str, Any]) -> CardResult:
     return _timed(experiments.get(name), folder, lambda fraction: None, kwargs)
 
 
-def _one_blas_thread() -> None:
+def _one_thread() -> None:
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1)  # the workers fill the cores; BLAS threads would only compete
+    from initlab.nn import kernels
+
+    # the workers fill the cores; BLAS threads or the kernels' would only compete
+    threadpool_limits(1)
+    kernels.default_threads(1)
+
+
+def schedule(cards: Sequence[Card[Any]], root: Path, size: Size,
+             runs: int = 20) -> list[Card[Any]]:
+    """The cards longest first, as the newest of the last ``runs`` runs under ``root`` at this
+    size timed them (a pool that starts the long ones first finishes soonest); a card no run
+    timed goes first, and without any timing the order is the cards' own."""
+    seconds: dict[str, float] = {}
+    for results in sorted(root.glob("run-*/results.json"), reverse=True)[:runs]:
+        try:
+            config = json.loads((results.parent / "config.json").read_text())
+            timed = json.loads(results.read_text())["cards"]
+        except (OSError, ValueError, KeyError):
+            continue  # a run still being written, or not a run of ours
+        if config.get("size") != size:
+            continue
+        for entry in timed:
+            if entry.get("seconds") and all(c.get("verdict") != "not run"
+                                            for c in entry.get("claims", ())):
+                seconds.setdefault(entry["name"], float(entry["seconds"]))
+    return sorted(cards, key=lambda c: -seconds.get(c.name, float("inf")))
 
 
 def _run_in_workers(cards: Sequence[Card[Any]], folder: Path, kwargs: dict[str, Any],
@@ -284,9 +309,10 @@ def _run_in_workers(cards: Sequence[Card[Any]], folder: Path, kwargs: dict[str, 
     from initlab.nn.parallel import context
 
     pool = ProcessPoolExecutor(min(jobs, len(cards)), mp_context=context(),
-                               initializer=_one_blas_thread)
+                               initializer=_one_thread)
     try:
-        futures = {pool.submit(_in_worker, c.name, folder, kwargs): c for c in cards}
+        futures = {pool.submit(_in_worker, c.name, folder, kwargs): c
+                   for c in schedule(cards, folder.parent, kwargs["size"])}
         for future in as_completed(futures):
             result = future.result()
             if on_card:

@@ -54,8 +54,8 @@ from initlab.nn.kernels import ops, simd
 from initlab.nn.kernels.ops import ACTIVATIONS, LOSSES
 from initlab.nn.kernels.replica import train_replica
 
-__all__ = ["ACTIVATIONS", "CHUNK", "GEMM_WEIGHTS", "LOSSES", "Layout", "supported", "train",
-           "warm_up"]
+__all__ = ["ACTIVATIONS", "CHUNK", "GEMM_WEIGHTS", "LOSSES", "Layout", "default_threads",
+           "supported", "train", "warm_up"]
 
 Layout = Literal["auto", "lanes", "gemm"]
 
@@ -114,9 +114,9 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
             ``orders[e, r]`` (an (epochs, R, n) int array) for replica r in epoch e.
         log: (epochs,) bools: record each replica's full-batch cost at the start of those
             epochs, before their updates.
-        threads: threads over the replicas (default: every core this process may use); the
-            gemm layout holds the BLAS to one thread meanwhile (unless one replica, threads
-            None), for the whole process.
+        threads: threads over the replicas (default: :func:`default_threads`, else every core
+            this process may use); the gemm layout holds the BLAS to one thread meanwhile
+            (unless one replica, threads None), for the whole process.
         layout: "lanes" or "gemm" (see the module docstring); "auto" picks by size.
 
     Returns:
@@ -206,7 +206,22 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     return costs
 
 
+_THREADS: int | None = None  # default_threads' setting: None is every core
+
+
+def default_threads(threads: int | None) -> None:
+    """The threads :func:`train` uses when it is not told (None: every core this process may
+    use). A process that shares the cores with others, as each of ``initlab reproduce``'s
+    worker processes, sets 1, so that its threads do not compete with the other workers'."""
+    global _THREADS
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"threads must be a positive int or None; got threads={threads!r}")
+    _THREADS = None if threads is None else int(threads)
+
+
 def _cores() -> int:
+    if _THREADS is not None:
+        return _THREADS
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         (os.cpu_count() or 1)
 
