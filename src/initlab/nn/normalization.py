@@ -85,16 +85,25 @@ class _Normalization:
 
     # --- forward and backward -----------------------------------------------------------------
 
-    def statistics(self, x: np.ndarray, training: bool) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(mean, biased variance, whether they are x's own and so depend on it)."""
-        return x.mean(self.axis, keepdims=True), x.var(self.axis, keepdims=True), True
+    def statistics(self, x: np.ndarray, training: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(mean, x - mean, biased variance, whether they are x's own and so depend on it).
+        The arithmetic of ``x.mean`` and ``x.var``, with x - mean computed once."""
+        n = x.shape[self.axis]
+        mean = np.add.reduce(x, axis=self.axis, keepdims=True)
+        mean /= n
+        centred = x - mean
+        var = np.add.reduce(centred * centred, axis=self.axis, keepdims=True)
+        var /= n
+        return mean, centred, var, True
 
     def forward(self, x: np.ndarray, *, training: bool = False,
                 activate: bool = True) -> Trace:
-        mean, var, own = self.statistics(x, training)
-        inv = 1.0 / np.sqrt(var + self.eps)
-        xhat = (x - mean) * inv
-        z = self.params["gamma"] * xhat + self.params["beta"]
+        mean, centred, var, own = self.statistics(x, training)
+        inv = np.reciprocal(np.sqrt(var + self.eps))
+        xhat = centred * inv  # a new array: statistics may return x - running_mean's view
+        z = self.params["gamma"] * xhat
+        z += self.params["beta"]
         return Trace(x, z, self.activation.forward(z) if activate else None,
                      saved=(xhat, inv, own))
 
@@ -112,12 +121,17 @@ class _Normalization:
             grads["beta"] = np.sum(dz, axis=-2, keepdims=True)
         dx = None
         if need_input_grad:
-            g = dz * self.params["gamma"]  # dL/dxhat
+            g = dz * self.params["gamma"]  # dL/dxhat, a new array
             if own:  # through the mean and variance too (Ioffe & Szegedy 2015, section 3):
                 # dx = inv (g - mean(g) - xhat mean(g xhat)), the means over the normalized axis
-                g = g - g.mean(self.axis, keepdims=True) \
-                    - xhat * (g * xhat).mean(self.axis, keepdims=True)
-            dx = inv * g
+                n = g.shape[self.axis]
+                mean_g = np.add.reduce(g, axis=self.axis, keepdims=True)
+                mean_g /= n
+                mean_gx = np.add.reduce(g * xhat, axis=self.axis, keepdims=True)
+                mean_gx /= n
+                g -= mean_g
+                g -= xhat * mean_gx
+            dx = np.multiply(g, inv, out=g)
         return Gradients(dx, dz, grads)
 
 
@@ -159,17 +173,19 @@ class BatchNorm(_Normalization):
         if self.momentum > 1:
             raise ValueError(f"momentum must be in (0, 1]; got momentum={momentum!r}")
 
-    def statistics(self, x: np.ndarray, training: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+    def statistics(self, x: np.ndarray, training: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         if not training:
-            return self.buffers["running_mean"], self.buffers["running_var"], False
+            mean = self.buffers["running_mean"]
+            return mean, x - mean, self.buffers["running_var"], False
         n = x.shape[-2]
         if n < 2:
             raise ValueError(f"BatchNorm needs a batch of at least 2 samples in training (as "
                              f"PyTorch); got {n}")
-        mean, var, _ = super().statistics(x, training)
+        mean, centred, var, _ = super().statistics(x, training)
         m = self.momentum
         for name, batch in (("running_mean", mean), ("running_var", var * (n / (n - 1)))):
             running = self.buffers[name]
             running *= 1.0 - m
             running += m * batch
-        return mean, var, True
+        return mean, centred, var, True
