@@ -6,16 +6,11 @@ context variants: orthogonal weights in the linear stack, LSUV and ZerO in the R
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from initlab import data, schemes, theory
-from initlab.experiments import relu_walk
+from initlab import data, schemes
 from initlab.experiments.card import (
     Card,
     Config,
@@ -27,9 +22,13 @@ from initlab.experiments.card import (
     sizes,
     spread,
 )
-from initlab.experiments.relu_walk import WALK_CONSTANT, Walk, simulate_walk
-from initlab.nn import Dense, Sequential
-from initlab.report import figures as plots
+from initlab.experiments.depth_probe import Stack, probe, probe_walk
+from initlab.experiments.relu_walk import (  # simulate_walk: re-exported, the tests draw it
+    WALK_CONSTANT,
+    Walk,
+    simulate_walk,  # noqa: F401
+)
+from initlab.nn import Sequential
 
 OVERFLOW_BY = 50  # "well before layer 100"
 XAVIER_BAND = (0.5, 2.0)
@@ -141,24 +140,6 @@ card: Card[Measured] = Card(
 
 
 @dataclass
-class Stack:
-    """One stack's batched forward and backward pass of every (variant, seed). ``stats``, per
-    replica (in ``labels`` order), computed in float64 from the float32 values (float32 would
-    round the squares of subnormal values to 0): of each layer (R, layers) the output's
-    "mean" and "std", whether it is all "finite" or all exactly "zero", the std of the
-    pre-activation z = x W ("pre_std", LSUV's replicas only, nan elsewhere), the std of ∂L/∂z
-    ("grad"); and (R,) the "input_std" and the mean "cosine" between the batch's samples after
-    the last layer."""
-
-    labels: list[tuple[str, int]]
-    stats: dict[str, np.ndarray]
-    q0: float  # the mean square of the input, every seed's batch once
-    fan_in: int
-    schemes: dict[str, Any]  # what each variant's scheme returned
-    identical: dict[str, bool]  # per variant, whether its seeds got the same weights
-
-
-@dataclass
 class Measured:
     cfg: Settings
     data: str  # the image data's name
@@ -199,153 +180,19 @@ def measure(run: Run) -> Measured:
                               split.source)
     run.progress(0.1)
     shared = _shared(run)
-    linear, kept = _probe(run, LINEAR, "linear", standardized, keep=set(shared.values()))
+    linear, kept = probe(run, LINEAR, "linear", standardized, keep=set(shared.values()),
+                         pre_std=LSUV)
     run.progress(0.6)
-    relu, _ = _probe(run, RELU, "relu", standardized,
-                     start={name: kept[source] for name, source in shared.items()})
+    relu, _ = probe(run, RELU, "relu", standardized,
+                    start={name: kept[source] for name, source in shared.items()},
+                    pre_std=LSUV)
     run.progress(0.9)
-    walk = _walk(run, standardized)
+    walk = probe_walk(run, standardized, simulated=SIMULATED_WALKS,
+                      simulation_seed=SIMULATION_SEED)
     run.progress(0.95)
     return Measured(cfg, split.name, (float(X_train.mean()), float(X_train.std())),
                     (float(X_val.mean()), float(X_val.std())), scale, linear, relu, shared,
                     walk)
-
-
-def _walk(run: Run, split: data.Split) -> Walk:
-    """Per width, ``walk_draws`` bias-free ReLU stacks per seed with the "relu kaiming" init,
-    from child 1 of the seed's stream (child 0 draws its batch), network k fed image k of the
-    seed's batch (cycling: the ratio does not depend on the input); and walks drawn directly."""
-    cfg: Settings = run.cfg
-    seeds = run.seeds_of("relu kaiming")
-    batches = _batches(split, [("", s) for s in seeds], cfg.batch)[2].astype(np.float64)
-    simulation, net, sim = np.random.default_rng(SIMULATION_SEED), [], []
-    for width, draws in zip(cfg.walk_widths, cfg.walk_draws, strict=True):
-        streams = [np.random.SeedSequence(s, spawn_key=(1, width, k))
-                   for s in seeds for k in range(draws)]
-        model = Sequential([Dense(width, "relu", use_bias=False) for _ in range(cfg.layers)])
-        model.build(split.X_train.shape[1], rng=streams, dtype=np.float32,
-                    variants=[run.variants["relu kaiming"].init] * len(streams))
-        x0 = batches[:, np.arange(draws) % cfg.batch].reshape(len(streams), -1)
-        model.forward(model.prepare(x0[:, None])[0], hooks=False)
-        squares = np.stack([np.sum(t.out[:, 0].astype(np.float64) ** 2, axis=1)
-                            for t in model.traces], axis=1)
-        with np.errstate(divide="ignore"):  # a layer whose units are all dead: −inf
-            net.append(np.log(squares * x0.shape[1] / width / np.sum(x0**2, axis=1)[:, None]))
-        sim.append(simulate_walk(width, cfg.layers, SIMULATED_WALKS, rng=simulation))
-    return Walk(tuple(cfg.walk_widths), tuple(net), tuple(sim))
-
-
-def _probe(run: Run, names: Sequence[str], activation: str, split: data.Split, *,
-           start: Mapping[str, Mapping[int, list[np.ndarray]]] | None = None,
-           keep: Collection[str] = ()) -> tuple[Stack, dict[str, dict[int, list[np.ndarray]]]]:
-    """Build the variants ``names`` of one stack, each seed's replica on its own batch, apply
-    their schemes and record one forward and backward pass.
-
-    ``start[name][seed]``: the per-layer weights a variant's replica gets instead of drawing
-    them; ``keep``: the variants whose drawn weights are returned, as such a ``start``."""
-    cfg: Settings = run.cfg
-    start = start or {}
-    labels = run.labels(names)
-    X, y, each_seed = _batches(split, labels, cfg.batch)
-    model = _model(activation, cfg, split.n_classes)
-    sweep = run.sweep(names)
-    # a replica given its start is built as zeros, which draws nothing
-    sweep["variants"] = ["zeros" if name in start else init
-                         for (name, _), init in zip(labels, sweep["variants"], strict=True)]
-    with threadpool_limits(1):  # orthogonal's QRs: threaded, they crawl when a core is busy
-        model.build(X.shape[-1], dtype=np.float32, **sweep)
-    for r, (name, seed) in enumerate(labels):
-        if name in start:
-            for layer, W in zip(model.layers, start[name][seed], strict=True):
-                layer.params["W"][r] = W
-    kept = {name: {seed: [layer.params["W"][r].copy() for layer in model.layers]
-                   for r, (n, seed) in enumerate(labels) if n == name} for name in keep}
-    done = _apply_schemes(run, model, X)
-    identical = {name: _identical(model, model.select(variant=name)) for name in names}
-    stats = _record(model, X, y, cfg.layers, pre=model.select(variant=LSUV))
-    stats["input_std"] = X.astype(np.float64).std(axis=(1, 2))
-    return Stack(labels, stats, float(np.mean(each_seed.astype(np.float64) ** 2)), X.shape[-1],
-                 done, identical), kept
-
-
-def _batches(split: data.Split, labels: list[tuple[str, int]], size: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each replica's float32 batch and its labels, and every seed's batch once: the variants
-    of a seed share its batch, drawn from a child of the seed's stream (so it is not the
-    weights' own numbers)."""
-    batch = {s: np.random.default_rng(np.random.SeedSequence(s).spawn(1)[0])
-             .choice(len(split.X_train), size, replace=False)
-             for s in dict.fromkeys(s for _, s in labels)}
-    X = np.stack([split.X_train[batch[s]] for _, s in labels]).astype(np.float32)
-    y = np.stack([split.y_train[batch[s]] for _, s in labels])
-    return X, y, np.stack([split.X_train[b] for b in batch.values()]).astype(np.float32)
-
-
-def _model(activation: str, cfg: Settings, classes: int) -> Sequential:
-    layers = [Dense(cfg.width, activation, use_bias=False) for _ in range(cfg.layers)]
-    # a linear 10-unit head gives the backward pass a loss: softmax cross-entropy on the labels
-    return Sequential(layers + [Dense(classes, use_bias=False)]).compile("softmax_crossentropy")
-
-
-def _apply_schemes(run: Run, model: Sequential, X: np.ndarray) -> dict[str, Any]:
-    """``Run.apply_schemes``, keeping what each scheme returns (LSUV: its iterations)."""
-    done = {}
-    for name in dict.fromkeys(model.coordinate("variant")):
-        scheme, index = run.variants[name].scheme, model.select(variant=name)
-        if scheme is not None:
-            sub = model.take(index)
-            done[name] = scheme(sub, X[index])
-            model.put(index, sub)
-    return done
-
-
-def _identical(model: Sequential, index: list[int]) -> bool:
-    return all(np.array_equal(layer.params["W"][index[0]], layer.params["W"][r])
-               for layer in model.layers for r in index[1:])
-
-
-def _record(model: Sequential, X: np.ndarray, y: np.ndarray, depth: int, pre: list[int]
-            ) -> dict[str, np.ndarray]:
-    """The per-layer statistics of ``Stack.stats`` from one forward and backward pass (the
-    head left out); ``pre``: the replicas whose pre-activation std is recomputed from each
-    layer's input and weights."""
-    stats: dict[str, np.ndarray] = {k: np.zeros((len(X), depth))
-                                    for k in ("mean", "std", "finite", "zero", "grad")}
-    stats["pre_std"] = np.full((len(X), depth), np.nan)
-    stats["cosine"] = np.zeros(len(X))
-    layer_input = [X[pre]]
-
-    def forward(i, layer, trace):
-        a = trace.out
-        if i < depth:
-            a64 = a.astype(np.float64)
-            stats["mean"][:, i] = a64.mean(axis=(1, 2))
-            stats["std"][:, i] = a64.std(axis=(1, 2))
-            stats["finite"][:, i] = np.all(np.isfinite(a), axis=(1, 2))
-            stats["zero"][:, i] = np.all(a == 0, axis=(1, 2))
-            if pre:
-                z = layer_input[0] @ layer.params["W"][pre]
-                stats["pre_std"][pre, i] = z.astype(np.float64).std(axis=(1, 2))
-                layer_input[0] = a[pre]
-        if i == depth - 1:
-            stats["cosine"][:] = _mean_cosine(a.astype(np.float64))
-
-    def backward(i, layer, result):
-        if i < depth:
-            stats["grad"][:, i] = result.dz.astype(np.float64).std(axis=(1, 2))
-
-    with np.errstate(all="ignore"), model.register_hook("forward", forward), \
-            model.register_hook("backward", backward):
-        model.compute_gradients(X, y, param_grads=False)  # the hooks need only dL/dz
-    return stats
-
-
-def _mean_cosine(a: np.ndarray) -> np.ndarray:
-    """Per replica, the mean cosine similarity between different samples of (R, n, k) outputs."""
-    unit = a / np.linalg.norm(a, axis=2, keepdims=True)
-    gram = unit @ np.swapaxes(unit, 1, 2)
-    n = a.shape[1]
-    return (gram.sum(axis=(1, 2)) - np.trace(gram, axis1=1, axis2=2)) / (n * (n - 1))
 
 
 # --- the claims -------------------------------------------------------------------------------
@@ -520,171 +367,14 @@ def zero_identity(m: Measured) -> Outcome:
                    f"{spread(std[:, 0], '.4f')} (the seeds differ only in their batch)")
 
 
-# --- the mean-field line, the table and the figures --------------------------------------------
+# --- the table, the figures and the notes (depth_report), in the report's order ----------------
+# imported last: depth_report reads this module's variant tables and tolerances
+from initlab.experiments import depth_report  # noqa: E402
 
-def _theory_std(m: Measured, name: str) -> np.ndarray:
-    """The mean-field std after each layer, q_1 = n_in Var(W) q0, q_l = V(q_{l-1}); nan for
-    the variants without a line."""
-    if name not in THEORY_VAR:
-        return np.full(m.cfg.layers, np.nan)
-    stack, weight_var, width = m.stack(name), THEORY_VAR[name], m.cfg.width
-    activation = "linear" if name in LINEAR else "relu"
-    sigma_w = [np.sqrt(stack.fan_in * weight_var(stack.fan_in))]
-    sigma_w += [np.sqrt(width * weight_var(width))] * (m.cfg.layers - 1)
-    with np.errstate(over="ignore", invalid="ignore"):  # naive weights leave float64 too
-        q = theory.propagate(activation, sigma_w, 0.0, stack.q0)
-        return theory.activation_std(activation, q)
-
-
-def _curves(m: Measured) -> dict[str, dict[str, Any]]:
-    """Per variant, the bands over seeds of the activation std (index 0 the input, so that
-    index l is layer l's output; the theory where it is drawable in float32) and of the
-    gradient std."""
-    curves: dict[str, dict[str, Any]] = {}
-    for name in LINEAR + RELU:
-        theory_std = _theory_std(m, name)
-        drawable = (theory_std <= F32.max) & (theory_std >= SUBNORMAL_MIN)
-        with_input = np.column_stack([m.of(name, "input_std"), m.of(name, "std")])
-        theory_line = np.concatenate([[with_input[:, 0].mean()],
-                                      np.where(drawable, theory_std, np.nan)]) \
-            if name in THEORY_VAR else None
-        curves[name] = {"act": _band(with_input) | {"theory": theory_line},
-                        "grad": _band(m.of(name, "grad"))}
-    return curves
-
-
-def _band(values: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean, min and max over seeds per layer, inf and nan dropped (a line stops there)."""
-    clean = np.where(np.isfinite(values), values, np.nan)
-    with np.errstate(all="ignore"):
-        broken = np.any(np.isnan(clean), axis=0)
-        return {"mean": np.where(broken, np.nan, clean.mean(axis=0)),
-                "min": np.where(broken, np.nan, clean.min(axis=0)),
-                "max": np.where(broken, np.nan, clean.max(axis=0))}
-
-
-@card.table("layers")
-def layers_table(m: Measured) -> list[dict]:
-    rows = []
-    for name in LINEAR + RELU:
-        std, grad, mean = m.of(name, "std"), m.of(name, "grad"), m.of(name, "mean")
-        theory_std = _theory_std(m, name)
-        for layer in range(std.shape[1]):
-            rows.append({"variant": name, "layer": layer + 1,
-                         "act_mean": float(np.mean(mean[:, layer])),
-                         **_row_stats("act_std", std[:, layer]),
-                         "theory_std": float(theory_std[layer]),
-                         **_row_stats("grad_std", grad[:, layer])})
-    return rows
-
-
-@card.table("walk")
-def walk_table(m: Measured) -> list[dict]:
-    return [{"layers": m.cfg.layers, **row} for row in m.walk.rows]
-
-
-@card.figure("depth-relu-walk")
-def walk_figure(m: Measured, path: Path) -> Path:
-    return relu_walk.figure(m.walk, m.cfg.layers, path)
-
-
-def _row_stats(key: str, values: np.ndarray) -> dict[str, float]:
-    with np.errstate(all="ignore"):
-        return {f"{key}_mean": float(np.mean(values)), f"{key}_std": float(np.std(values)),
-                f"{key}_min": float(np.min(values)), f"{key}_max": float(np.max(values))}
-
-
-@card.figure("depth-activation-std")
-def activation_figure(m: Measured, path: Path) -> Path:
-    return plots.std_vs_depth({k: v["act"] for k, v in _curves(m).items()}, path,
-                              title=f"E4 {m.cfg.layers} layers of width {m.cfg.width}, float32 "
-                                    f"(dashed: mean-field theory)")
-
-
-@card.figure("depth-activation-std-kept")
-def kept_figure(m: Measured, path: Path) -> Path:
-    """The variants that keep their scale, which overlap near 1 on the full figure's range."""
-    kept = {k: v["act"] for k, v in _curves(m).items()
-            if np.all((v["act"]["mean"] > 1e-2) & (v["act"]["mean"] < 1e2))}
-    return _band_figure(kept, path, first_layer=0, ylabel="std of the layer's output",
-                        title="E4 the variants that keep their scale (band: min-max over seeds; "
-                              "dashed: mean-field theory)")
-
-
-@card.figure("depth-gradient-std")
-def gradient_figure(m: Measured, path: Path) -> Path:
-    return _band_figure({k: v["grad"] for k, v in _curves(m).items()}, path, first_layer=1,
-                        ylabel="std of ∂L/∂z (softmax cross-entropy)",
-                        title="E4 back-propagated gradient per layer (band: min-max over seeds)")
-
-
-def _band_figure(curves: dict, path: Path, *, first_layer: int, ylabel: str, title: str
-                 ) -> Path:
-    """The per-variant bands, each variant in its colour of the full figure (tab10 in the
-    order of LINEAR then RELU) and the context variants dash-dotted with markers."""
-    order = LINEAR + RELU
-    return plots.band_curves(curves, path, first_layer=first_layer, ylabel=ylabel, title=title,
-                             colors=[plots.TAB10[order.index(name) % 10] for name in curves],
-                             marked=set(CONTEXT) & set(curves))
-
-
-@card.notes
-def notes(m: Measured) -> list[str]:
-    cfg, depth = m.cfg, m.cfg.layers
-    kaiming_last = m.of("relu kaiming", "std")[:, -1]
-    return [f"{cfg.seeds} seeds and a batch of {cfg.batch} training images per seed, to keep "
-            f"the card fast: every replica needs {depth} × {cfg.width}² random weights, whose "
-            f"draws are most of the card's time.",
-            f"{depth} bias-free layers of width {cfg.width} (the first maps {m.linear.fan_in} "
-            f"pixels to {cfg.width}) in float32, then a linear 10-unit head with the same init; "
-            f"the backward pass is softmax cross-entropy on the images' labels, and the "
-            f"gradient std is that of ∂L/∂z of each layer.",
-            "Statistics are computed in float64 from the float32 values, so subnormal values "
-            "count as non-zero; 'exactly 0' means every value of the layer's output is 0.",
-            "The variants of a seed share its random stream and its batch: naive and tiny are "
-            "the same draws, 100 times apart, and the two Xavier stacks the same matrices "
-            "(drawn once, for the linear stack).",
-            "The dashed theory is the mean-field recursion (theory.variance_map) with each "
-            "variant's n·Var(W), drawn where it stays inside float32's range (not for the "
-            "context variants).",
-            f"At finite width the mean-field std is only the average: per seed, the log of a "
-            f"ReLU stack's variance wanders like a random walk whose spread grows with "
-            f"depth/width (Hanin & Rolnick 2018), and the batch does not average it out "
-            f"because a deep ReLU stack makes its inputs nearly collinear (mean cosine between "
-            f"the batch's samples at layer {depth}: ReLU + Kaiming "
-            f"{spread(m.of('relu kaiming', 'cosine'), '.3f')}, linear + Xavier "
-            f"{spread(m.of('linear xavier', 'cosine'), '.3f')}), while a linear stack keeps "
-            f"their spread and stays tighter. Kaiming std at layer {depth} per seed: "
-            f"{', '.join(f'{v:.3g}' for v in kaiming_last)} (theory "
-            f"{_theory_std(m, 'relu kaiming')[-1]:.3g}). So no band is claimed: "
-            f"E4.relu-kaiming-walk measures the walk at widths {cfg.walk_widths}, where tens of "
-            f"draws are cheap, one image a network, against the walk drawn directly (not 5·L/n, "
-            f"its leading order)."] + _context_notes(m)
-
-
-def _context_notes(m: Measured) -> list[str]:
-    depth, width = m.cfg.layers, m.cfg.width
-    orthogonal = m.of("linear orthogonal", "std")
-    lsuv, zero = m.of(LSUV, "std"), m.of("relu zero", "std")
-    return [f"Context variants, beyond the sources (as E1's): orthogonal weights in the linear "
-            f"stack; LSUV (tol {LSUV_TOLERANCE}, on each seed's own batch) and ZerO in the ReLU "
-            f"stack. LSUV starts from orthonormal matrices, its own first step: the linear "
-            f"orthogonal variant's, drawn once per seed. Orthogonal and LSUV ran on "
-            f"{len(orthogonal)} seed(s), ZerO on {len(zero)}: an orthogonal draw is a QR per "
-            f"layer (about 4 s a seed at width {width}).",
-            f"What they show: orthogonal layers are isometries, so a linear stack's std stays "
-            f"at layer 1's ({spread(orthogonal[:, 0], '.3f')}; the first layer maps "
-            f"{m.linear.fan_in} pixels to {width} units) to layer {depth} "
-            f"({spread(orthogonal[:, -1], '.3f')}) with none of Xavier's drift. LSUV "
-            f"measures and divides, so every ReLU layer's pre-activation std is 1 on the batch "
-            f"and its output std stays near {spread(np.median(lsuv, axis=1), '.3f')} "
-            f"(median over layers) to layer {depth} ({spread(lsuv[:, -1], '.3f')}), where "
-            f"Kaiming's per-seed random walk ends at "
-            f"{', '.join(f'{v:.3g}' for v in m.of('relu kaiming', 'std')[:, -1])}. ZerO's "
-            f"square layers are the identity and ReLU passes non-negative values unchanged, so "
-            f"every layer from 2 on repeats layer 1's output exactly (std "
-            f"{spread(zero[:, -1], '.3f')}).",
-            "Fixup does not apply to this card: it scales the branches of residual blocks and "
-            "zeroes each branch's last layer so that every block starts as the identity, and "
-            "this plain stack has no branch (schemes.fixup refuses a model without Residual "
-            "blocks). E7 `fixup` covers residual networks."]
+card.table("layers")(depth_report.layers_table)
+card.table("walk")(depth_report.walk_table)
+card.figure("depth-relu-walk")(depth_report.walk_figure)
+card.figure("depth-activation-std")(depth_report.activation_figure)
+card.figure("depth-activation-std-kept")(depth_report.kept_figure)
+card.figure("depth-gradient-std")(depth_report.gradient_figure)
+card.notes(depth_report.notes)
