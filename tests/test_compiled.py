@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_moons
 
-from initlab.nn import Dense, LayerNorm, Sequential, gradcheck, sweep
+from initlab.nn import BatchNorm, Dense, LayerNorm, Residual, Sequential, gradcheck, sweep
 
 pytest.importorskip("numba")
 
@@ -73,9 +73,16 @@ def test_auto_takes_the_kernels_for_dense_stacks_and_numpy_elsewhere(capsys):
     normed = Sequential([Dense(6), LayerNorm("relu"), Dense(1, "sigmoid")])
     normed.compile("binary_crossentropy").build(2, rng=0)
     normed.fit(X, y, epochs=3)
-    assert normed.history["engine"] == ["numpy"]
-    with pytest.raises(ValueError, match="Dense layers"):
-        normed.fit(X, y, epochs=1, engine="numba")
+    assert normed.history["engine"] == ["numba"]  # normalization layers compile too
+    residual = Sequential([Dense(6, "relu"), Residual([Dense(6, "relu")]), Dense(1, "sigmoid")])
+    residual.compile("binary_crossentropy").build(2, rng=0)
+    residual.fit(X, y, epochs=3)
+    assert residual.history["engine"] == ["numpy"]
+    with pytest.raises(ValueError, match="Dense, LayerNorm and BatchNorm layers"):
+        residual.fit(X, y, epochs=1, engine="numba")
+    last = Sequential([Dense(1), BatchNorm("sigmoid")]).compile("binary_crossentropy")
+    last.build(2, rng=0).fit(X, y, epochs=1)
+    assert last.history["engine"] == ["numpy"]  # the loss reads a Dense output in the kernels
 
 
 def test_gradcheck_passes_after_a_compiled_fit():

@@ -395,3 +395,7 @@ def test_warm_up_reports_progress_and_time():
     calls = []
     seconds = kernels.warm_up(np.float64, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 1)] and seconds >= 0.0
+    calls.clear()
+    kernels.warm_up(np.float64, progress=lambda done, total: calls.append((done, total)),
+                    normalization=True)
+    assert calls == [(1, 2), (2, 2)]

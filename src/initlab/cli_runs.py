@@ -105,7 +105,9 @@ def _compile_kernels(progress) -> None:
     except ImportError:  # numba unavailable: the cards train on the NumPy engine
         return
     task = progress.add_task("compile kernels (1st run)", total=1.0)
-    kernels.warm_up(progress=lambda done, total: progress.update(task, completed=done / total))
+    # both specializations: a Dense stack's and (the normalization card's) a normalized one's
+    kernels.warm_up(progress=lambda done, total: progress.update(task, completed=done / total),
+                    normalization=True)
     progress.update(task, completed=1.0)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from initlab.nn import optimizers
 from initlab.nn.contract import feature_major
 from initlab.nn.layers import Dense
+from initlab.nn.normalization import BatchNorm, LayerNorm
 
 if TYPE_CHECKING:
     from initlab.nn.model import Sequential
@@ -205,9 +206,11 @@ def compiled_unsupported(model: Sequential, callbacks: Sequence[Any] = ()) -> st
         return "callbacks need the NumPy engine (they see every epoch)"
     if model.hooked:
         return "hooks need the NumPy engine (they see every layer's arrays)"
-    odd = [layer for layer in model.layers if type(layer) is not Dense]
+    odd = [layer for layer in model.layers if type(layer) not in (Dense, LayerNorm, BatchNorm)]
     if odd:
-        return f"the kernels train stacks of Dense layers; got {odd[0]!r}"
+        return f"the kernels train stacks of Dense, LayerNorm and BatchNorm layers; got {odd[0]!r}"
+    if type(model.layers[-1]) is not Dense:
+        return "the kernels need a Dense last layer"
     try:
         from initlab.nn import kernels
     except ImportError as error:  # numba missing or broken: say so, never fail silently
@@ -287,6 +290,18 @@ def _batches(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
 _ORDER_ENTRIES = 4_000_000
 
 
+def _norm(layer: Any) -> Any:
+    """The kernels' description of a normalization layer; None for a Dense one."""
+    from initlab.nn import kernels
+
+    if isinstance(layer, LayerNorm):
+        return kernels.Norm("layer", layer.eps)
+    if isinstance(layer, BatchNorm):
+        return kernels.Norm("batch", layer.eps, layer.momentum, layer.buffers["running_mean"],
+                            layer.buffers["running_var"])
+    return None
+
+
 def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
                  threads: int | None = None) -> None:
     """The same training as :func:`run_numpy`, by the compiled kernels: whole epochs in chunks
@@ -298,9 +313,10 @@ def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
     assert model.loss is not None and model.optimizer is not None
     model.traces, model.grads = [], []  # no pass of the NumPy engine describes the new weights
     n = X.shape[-2]
-    weights = [layer.params["W"] for layer in model.layers]
-    biases = [layer.params.get("b") for layer in model.layers]
+    weights = [layer.params["W" if type(layer) is Dense else "gamma"] for layer in model.layers]
+    biases = [layer.params.get("b" if type(layer) is Dense else "beta") for layer in model.layers]
     activations = [layer.activation for layer in model.layers]
+    norms = [_norm(layer) for layer in model.layers]
     X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
     whole = plan.steps // plan.per_epoch
     log = plan.logs(model.epochs_trained)
@@ -315,7 +331,7 @@ def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
         order = np.stack([orders(model, n) for _ in range(k, end)]) if shuffled else None
         costs = kernels.train(weights, biases, activations, model.loss, model.optimizer, X, y,
                               epochs=end - k, batch_size=plan.batch, orders=order,
-                              log=log[k:end], threads=threads)
+                              log=log[k:end], threads=threads, norms=norms)
         start_epoch, start_step = model.epochs_trained, model.steps_trained
         for row, j in zip(costs, np.flatnonzero(log[k:end]), strict=True):
             model.epochs_trained, model.steps_trained = \

@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -50,14 +51,27 @@ from threadpoolctl import threadpool_limits
 from initlab.nn import activations as act_mod
 from initlab.nn import losses as loss_mod
 from initlab.nn import optimizers as opt_mod
+from initlab.nn.kernels import norm as nrm
 from initlab.nn.kernels import ops, simd
 from initlab.nn.kernels.ops import ACTIVATIONS, LOSSES
 from initlab.nn.kernels.replica import train_replica
 
-__all__ = ["ACTIVATIONS", "CHUNK", "GEMM_WEIGHTS", "LOSSES", "Layout", "default_threads",
+__all__ = ["ACTIVATIONS", "CHUNK", "GEMM_WEIGHTS", "LOSSES", "Layout", "Norm", "default_threads",
            "supported", "train", "warm_up"]
 
 Layout = Literal["auto", "lanes", "gemm"]
+
+
+@dataclass
+class Norm:
+    """A normalization layer for :func:`train`: ``kind`` "layer" or "batch", its eps, and for
+    BatchNorm its momentum and running statistics, (R, 1, width), updated in place."""
+
+    kind: Literal["layer", "batch"]
+    eps: float
+    momentum: float = 0.0
+    running_mean: Any = None
+    running_var: Any = None
 
 CHUNK = 512  # samples per pass through the lanes layout (a multiple of ops.BLOCK)
 # from this many weights on, BLAS beats the lanes kernels (measured: 2-12-6-1, 121 weights,
@@ -100,8 +114,9 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
           activations: Sequence[Any], loss: Any, optimizer: Any, X: np.ndarray, y: np.ndarray,
           *, epochs: int, batch_size: int | None = None, orders: np.ndarray | None = None,
           log: np.ndarray | None = None, threads: int | None = None,
-          layout: Layout = "auto") -> np.ndarray:
-    """Train R replicas of a Dense stack for ``epochs`` epochs, as the NumPy engine would.
+          layout: Layout = "auto", norms: Sequence[Norm | None] | None = None) -> np.ndarray:
+    """Train R replicas of a stack of Dense (and normalization) layers for ``epochs`` epochs,
+    as the NumPy engine would.
 
     Args:
         weights: per layer, (R, fan_in, units); updated in place (views are fine).
@@ -118,6 +133,9 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
             this process may use); the gemm layout holds the BLAS to one thread meanwhile
             (unless one replica, threads None), for the whole process.
         layout: "lanes" or "gemm" (see the module docstring); "auto" picks by size.
+        norms: per layer, None for a Dense layer, or a :class:`Norm` for a LayerNorm or
+            BatchNorm layer, whose gamma and beta, (R, 1, width), are then its ``weights``
+            and ``biases`` entries (the gemm layout only; not the last layer).
 
     Returns:
         The recorded costs, (log.sum(), R) float64.
@@ -132,12 +150,21 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     if len(biases) != L or len(activations) != L:
         raise ValueError(f"weights, biases and activations need one entry per layer; got "
                          f"{L}, {len(biases)} and {len(activations)}")
-    dims = [weights[0].shape[1]] + [w.shape[2] for w in weights]
+    norms = list(norms) if norms is not None else [None] * L
+    if len(norms) != L:
+        raise ValueError(f"norms needs one entry per layer ({L}); got {len(norms)}")
+    if norms[-1] is not None:
+        raise ValueError("the last layer must be Dense: the loss reads its output")
+    dims = [weights[0].shape[1 if norms[0] is None else 2]] + [w.shape[2] for w in weights]
     for i, w in enumerate(weights):
-        if w.shape != (R, dims[i], dims[i + 1]) or w.dtype != dtype:
-            raise ValueError(f"weights[{i}] must be ({R}, {dims[i]}, {dims[i + 1]}) {dtype}; "
+        fan_in = dims[i] if norms[i] is None else 1  # a norm layer: gamma, (R, 1, width)
+        if w.shape != (R, fan_in, dims[i + 1]) or w.dtype != dtype or \
+                (norms[i] is not None and dims[i] != dims[i + 1]):
+            raise ValueError(f"weights[{i}] must be ({R}, {fan_in}, {dims[i + 1]}) {dtype}; "
                              f"got {w.shape} {w.dtype}")
         b = biases[i]
+        if norms[i] is not None and b is None:
+            raise ValueError(f"biases[{i}] of a normalization layer is its beta; got None")
         if b is not None and (b.shape != (R, 1, dims[i + 1]) or b.dtype != dtype):
             raise ValueError(f"biases[{i}] must be ({R}, 1, {dims[i + 1]}) {dtype} or None; "
                              f"got {b.shape} {b.dtype}")
@@ -150,6 +177,10 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     batch = n if batch_size is None or batch_size >= n else int(batch_size)
     if batch < 1:
         raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}")
+    batch_norm = any(m is not None and m.kind == "batch" for m in norms)
+    if batch_norm and 1 in (batch, n % batch):
+        raise ValueError(f"BatchNorm needs a batch of at least 2 samples in training (as "
+                         f"PyTorch); batches of {batch} of {n} samples leave one of 1")
     if orders is not None and batch < n:
         order = np.ascontiguousarray(orders, dtype=np.int64)
         if order.shape != (epochs, R, n):
@@ -165,11 +196,13 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     if epochs == 0 or R == 0:
         return costs
 
+    # a norm layer's first parameter array (gamma) holds a value per unit
+    wsize = [dims[i] * dims[i + 1] if norms[i] is None else dims[i + 1] for i in range(L)]
     woff, boff = [], []  # where each layer's weights and bias start in a replica's row of P
     nparam = 0
     for i in range(L):
         woff.append(nparam)
-        nparam += dims[i] * dims[i + 1]
+        nparam += wsize[i]
         boff.append(nparam if biases[i] is not None else -1)
         nparam += dims[i + 1] if biases[i] is not None else 0
     params = [a for w, b in zip(weights, biases, strict=True)
@@ -186,22 +219,31 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     hyp = np.array([lr, mom, b1, 1.0 - b1, b2, 1.0 - b2, eps], dtype)
     hyp64 = np.array([lr, b1, b2])
     weights_count = sum(dims[i] * dims[i + 1] for i in range(L))
-    gemm = weights_count >= GEMM_WEIGHTS if layout == "auto" else layout == "gemm"
+    normed = any(m is not None for m in norms)
+    if normed and layout == "lanes":
+        raise ValueError("normalization layers run in the gemm layout only; got layout='lanes'")
+    gemm = normed or (weights_count >= GEMM_WEIGHTS if layout == "auto" else layout == "gemm")
     acts = np.array([ACTIVATIONS[a.name] for a in activations], np.int64)
     aprm = np.array([_act_param(a) for a in activations], dtype)
     loss_eps = float(getattr(loss, "eps", 0.0))
-    ld = min(-(-batch // ops.BLOCK) * ops.BLOCK, CHUNK)
-    work, plan = _plan(dims, woff, boff, acts, nparam, batch if gemm else ld, dtype)
+    # samples per chunk: the batch (all the data for a BatchNorm's statistics on it), or the
+    # lanes layout's block
+    ld = (n if batch_norm else batch) if gemm else min(-(-batch // ops.BLOCK) * ops.BLOCK, CHUNK)
+    work, plan = _plan(dims, woff, boff, acts, nparam, ld, dtype, wsize, norms)
     args = (plan, aprm, T, Xk, Yk, order, logpos, costs, hyp, hyp64, gemm, LOSSES[loss.name],
             loss_eps, code, epochs, batch, ld)
+    norm_prm, RS = _norm_arrays(norms, dims, R, dtype)
     workers = min(R, _cores() if threads is None else max(1, int(threads)))
     # BLAS on one thread under ours: two threads calling a threaded OpenBLAS at once ran W4
     # 3.5x slower, and once 100x; it keeps its threads only for a lone replica
     single = gemm and (workers > 1 or threads is not None)
     with threadpool_limits(1) if single else contextlib.nullcontext():
         _run(workers, R, lambda r: train_replica(r, P[r], S1[r], S2[r], _aligned(work, dtype),
-                                                 *args))
+                                                 *args, norm_prm, None if RS is None else RS[r]))
     _unpack(P, params)
+    if RS is not None:
+        _unpack(RS, [a for m in norms if m is not None and m.kind == "batch"
+                     for a in (m.running_mean, m.running_var)])
     _unpack_state(optimizer, code, params, S1, S2, T + epochs * per_epoch)
     return costs
 
@@ -250,22 +292,54 @@ def _run(workers: int, count: int, job: Callable[[int], None]) -> None:
 
 
 def _plan(dims: list[int], woff: list[int], boff: list[int], acts: np.ndarray, nparam: int,
-          cap: int, dtype: np.dtype) -> tuple[int, np.ndarray]:
+          cap: int, dtype: np.dtype, wsize: list[int], norms: Sequence[Norm | None]
+          ) -> tuple[int, np.ndarray]:
     """The kernel's work array size and its plan (see :func:`train_replica`): rows dims, woff,
-    boff, aoff, zoff, acts, fuse_fwd, fuse_bwd and the starts of the buffers ab, zb, g0, g1, yb,
-    g, cc in the work array, each on a 64-byte boundary, for chunks of ``cap`` samples."""
+    boff, aoff, zoff, acts, fuse_fwd, fuse_bwd, the starts of the buffers ab, zb, g0, g1, yb,
+    g, cc, nb, ib in the work array (each on a 64-byte boundary, for chunks of ``cap``
+    samples), then kinds, wsize, xoff, ioff and soff."""
     aoff = np.cumsum([0] + [cap * w for w in dims])  # a layer's input, then its output
     zoff = np.cumsum([0] + [cap * w for w in dims[1:]])
+    kinds = [0 if m is None else (nrm.LAYER if m.kind == "layer" else nrm.BATCH) for m in norms]
+    # per norm layer: xhat (cap, width), inv per sample (LayerNorm) or per unit (BatchNorm)
+    xoff = np.cumsum([0] + [cap * dims[i + 1] if k else 0 for i, k in enumerate(kinds)])
+    ioff = np.cumsum([0] + [(cap if k == nrm.LAYER else dims[i + 1]) if k else 0
+                            for i, k in enumerate(kinds)])
+    soff = np.cumsum([0] + [2 * dims[i + 1] if k == nrm.BATCH else 0
+                            for i, k in enumerate(kinds)])
     line = 64 // dtype.itemsize
-    sizes = [aoff[-1], zoff[-1], cap * max(dims), cap * max(dims), cap * dims[-1], nparam, 2]
+    sizes = [aoff[-1], zoff[-1], cap * max(dims), cap * max(dims), cap * dims[-1], nparam, 4,
+             xoff[-1], ioff[-1]]
     starts = np.cumsum([0] + [-(-size // line) * line for size in sizes])
     rows: list[Sequence[int] | np.ndarray] = [
         dims, woff, boff, aoff, zoff, acts, np.isin(acts, ops.VECTOR_FORWARD),
-        np.isin(acts, ops.VECTOR_BACKWARD), starts[:-1]]
+        np.isin(acts, ops.VECTOR_BACKWARD), starts[:-1], kinds, wsize, xoff[:-1], ioff[:-1],
+        [s if k == nrm.BATCH else -1 for s, k in zip(soff[:-1], kinds, strict=True)]]
     plan = np.zeros((len(rows), max(len(row) for row in rows)), np.int64)
     for i, row in enumerate(rows):
         plan[i, :len(row)] = row
     return int(starts[-1]), plan
+
+
+def _norm_arrays(norms: Sequence[Norm | None], dims: list[int], R: int, dtype: np.dtype
+                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """None, None for a Dense stack; else eps, momentum and 1 - momentum per layer (the
+    kernel's ``norm``) and the BatchNorm layers' running means and variances, (R, ...)."""
+    if all(m is None for m in norms):
+        return None, None
+    prm = np.zeros((len(norms), 3), dtype)
+    for i, m in enumerate(norms):
+        if m is not None:
+            prm[i] = (m.eps, m.momentum, 1.0 - m.momentum)
+    running = [a for m in norms if m is not None and m.kind == "batch"
+               for a in (m.running_mean, m.running_var)]
+    RS = np.empty((R, sum(a[0].size for a in running)), dtype)
+    for a in running:
+        if a.shape != (R, 1, a.shape[-1]) or a.dtype != dtype:
+            raise ValueError(f"running statistics must be (R, 1, width) {dtype}; got "
+                             f"{a.shape} {a.dtype}")
+    _pack(RS, running)
+    return prm.ravel(), RS
 
 
 def _aligned(size: int, dtype: np.dtype) -> np.ndarray:
@@ -362,18 +436,28 @@ def _unpack_state(optimizer: Any, code: int, params: list[np.ndarray], S1: np.nd
                 entry["t"] = np.array(t)
 
 
-def warm_up(dtype: Any = np.float64,
-            progress: Callable[[int, int], None] | None = None) -> float:
+def warm_up(dtype: Any = np.float64, progress: Callable[[int, int], None] | None = None, *,
+            normalization: bool = False) -> float:
     """Compile (or load from numba's cache) the kernel for ``dtype``, one specialization that
-    serves every network, by training a tiny one; ``progress(1, 1)`` when done. Returns the
-    seconds it took."""
+    serves every stack of Dense layers, by training a tiny one, and with ``normalization`` the
+    one that serves every network with LayerNorm or BatchNorm layers; ``progress(done,
+    total)`` after each. Returns the seconds it took."""
     start = time.perf_counter()
     dt = np.dtype(dtype)
+    total = 2 if normalization else 1
+    X, y = np.arange(8, dtype=dt).reshape(4, 2), np.ones((4, 1), dt)
+    tanh, sigmoid = act_mod.get("tanh"), act_mod.get("sigmoid")
+    loss = loss_mod.get("binary_crossentropy")
     W = [np.full((1, 2, 3), 0.1, dt), np.full((1, 3, 1), 0.1, dt)]
     b = [np.zeros((1, 1, 3), dt), None]
-    train(W, b, [act_mod.get("tanh"), act_mod.get("sigmoid")],
-          loss_mod.get("binary_crossentropy"), opt_mod.SGD(0.1), np.ones((4, 2), dt),
-          np.ones((4, 1), dt), epochs=1)
+    train(W, b, [tanh, sigmoid], loss, opt_mod.SGD(0.1), X, y, epochs=1)
     if progress is not None:
-        progress(1, 1)
+        progress(1, total)
+    if normalization:  # gamma 1 and beta 0 of a BatchNorm layer of width 3 after the first
+        stats = [np.zeros((1, 1, 3), dt), np.ones((1, 1, 3), dt)]
+        train([W[0], np.ones((1, 1, 3), dt), W[1]], [b[0], np.zeros((1, 1, 3), dt), None],
+              [tanh, tanh, sigmoid], loss, opt_mod.SGD(0.1), X, y, epochs=1,
+              norms=[None, Norm("batch", 1e-5, 0.1, *stats), None])
+        if progress is not None:
+            progress(2, total)
     return time.perf_counter() - start

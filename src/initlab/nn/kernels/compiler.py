@@ -26,7 +26,13 @@ from numba.core.typed_passes import (
     NopythonTypeInference,
     PreLowerStripPhis,
 )
-from numba.core.untyped_passes import FixupArgs, IRProcessing, ReconstructSSA, TranslateByteCode
+from numba.core.untyped_passes import (
+    DeadBranchPrune,
+    FixupArgs,
+    IRProcessing,
+    ReconstructSSA,
+    TranslateByteCode,
+)
 
 from initlab.nn import activations as act_mod
 
@@ -36,7 +42,8 @@ class KernelPipeline(CompilerBase):
     and ``with`` blocks, ``raise`` (the kernels follow numpy's error model), ``literally`` and
     ``literal_unroll``, numba-level inlining (``inline="always"`` compiles to a call), the
     rewrites (array expressions, constant folding: LLVM folds) and the feature checks, which
-    only raise. It saves ~6% of the cold compile; a kernel that raises or makes a closure
+    only raise; it keeps dead-branch pruning, which leaves out the branches on an argument
+    that is None. It saves ~6% of the cold compile; a kernel that raises or makes a closure
     fails to compile ("Unsupported constraint encountered: raise ...")."""
 
     def define_pipelines(self) -> list[PassManager]:
@@ -44,6 +51,9 @@ class KernelPipeline(CompilerBase):
         for pass_class, what in [(TranslateByteCode, "analyzing bytecode"),
                                  (FixupArgs, "fix up args"),
                                  (IRProcessing, "processing IR"),
+                                 # `if norm is not None` on an argument typed None: the
+                                 # normalization code is left out of a Dense stack's kernel
+                                 (DeadBranchPrune, "dead branch pruning"),
                                  (ReconstructSSA, "ssa"),
                                  (NopythonTypeInference, "nopython frontend"),
                                  (PreLowerStripPhis, "remove phis nodes"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from initlab.nn.kernels import norm as nrm
 from initlab.nn.kernels import ops, simd
 from initlab.nn.kernels.compiler import cached_kernel
 from initlab.nn.kernels.ops import ADAM, BLOCK, SGD
@@ -18,17 +19,27 @@ from initlab.nn.kernels.simd import at
 
 @cached_kernel
 def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs, hyp, hyp64,
-                  gemm, loss, eps, opt, epochs, batch, ld):
+                  gemm, loss, eps, opt, epochs, batch, ld, norm, rs):
     """Train replica r (parameters p, optimizer state s1, s2: flat and contiguous) in place.
 
-    A batch goes through in chunks of ``cap`` samples: the whole batch in the gemm layout
-    (buffers (samples, units)), ld samples in the lanes layout (buffers (units, ld); a chunk's
-    columns past its samples, up to a multiple of BLOCK, are zero inputs whose loss gradient
-    is 0). ``plan`` is :func:`initlab.nn.kernels._plan`'s: per layer li, its input starts at
-    aoff[li] in ab, its z at zoff[li] in zb, its weights at woff[li] in p (and g), its bias
-    at boff[li] (or -1); fuse_fwd[li] (fuse_bwd[li]) says whether the lanes layout applies its
-    phi (phi') in ops.mix's pass; its last row holds where the buffers ab, zb, g0, g1, yb, g
-    and cc (scalars rounded to the dtype) start in ``work``.
+    A batch goes through in chunks of ``ld`` samples: the whole batch in the gemm layout
+    (buffers (samples, units); all the data where a BatchNorm layer needs its statistics over
+    it, for the cost of the data before an epoch), ld samples in the lanes layout (buffers
+    (units, ld); a chunk's columns past its samples, up to a multiple of BLOCK, are zero
+    inputs whose loss gradient is 0). ``plan`` is :func:`initlab.nn.kernels._plan`'s: per
+    layer li, its input starts at aoff[li] in ab, its z at zoff[li] in zb, its weights at
+    woff[li] in p (and g), its bias at boff[li] (or -1); fuse_fwd[li] (fuse_bwd[li]) says
+    whether the lanes layout applies its phi (phi') in ops.mix's pass; its row 8 holds where
+    the buffers ab, zb, g0, g1, yb, g, cc (scalars rounded to the dtype), nb and ib start in
+    ``work``.
+
+    ``norm`` is None for a stack of Dense layers, and numba then compiles none of the
+    normalization code (the branches on it are pruned before typing). Otherwise it holds eps,
+    momentum and 1 - momentum per layer (:mod:`~initlab.nn.kernels.norm`), and the plan's rows
+    9 to 13 say per layer its kind (0 Dense, 1 LayerNorm, 2 BatchNorm), the size of its first
+    parameter array, where its xhat starts in nb and its inv in ib, and where its running
+    mean (then variance) starts in ``rs`` (-1: none); a norm layer's gamma and beta take the
+    places of W and b. The gemm layout only.
     """
     # the arrays as raw pointers (the caller keeps the arrays alive), and one array for the
     # per-layer rows and one for the buffers: numba lowers every use of an array to a struct
@@ -43,6 +54,9 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                                  at(work, starts[2]), at(work, starts[3]),
                                  at(work, starts[4]), at(work, starts[5]),
                                  at(work, starts[6]))
+    kinds, wsize, xoff, ioff, soff = (at(plan, 9 * row), at(plan, 10 * row), at(plan, 11 * row),
+                                      at(plan, 12 * row), at(plan, 13 * row))
+    nb, ib = at(work, starts[7]), at(work, starts[8])
     L = aprm.shape[0]
     n = X.shape[1]
     d = dims[0]
@@ -54,7 +68,7 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
     fused = loss == 0 or loss == 2
     shuffled = orders.shape[0] > 0
     per_sample = loss == 2  # softmax CE averages over samples only
-    cap = batch if gemm else ld
+    cap = ld
     # a block of samples x units holds (i, u) at i * (units if gemm else 1) + u * fs
     fs = 1 if gemm else ld
     xs = d if gemm else 1  # the input block's sample stride
@@ -105,6 +119,16 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                     x, z, a = at(ab, aoff[li]), at(zb, zoff[li]), at(ab, aoff[li + 1])
                     w, b = at(p, woff[li]), at(p, max(boff[li], 0))
                     needed = li < L - 1 or not fused
+                    if norm is not None:
+                        if kinds[li] != 0:
+                            so = max(soff[li], 0)
+                            nrm.forward(kinds[li], x, z, at(nb, xoff[li]), at(ib, ioff[li]),
+                                        at(p, woff[li]), at(p, boff[li]), ns, U,
+                                        at(norm, 3 * li), at(rs, so), at(rs, so + U),
+                                        training and kinds[li] == nrm.BATCH, cc)
+                            if needed:
+                                ops.act_forward(acts[li], aprm[li], z, a, ns, U, U, 1)
+                            continue
                     fuse = not gemm and needed and fuse_fwd[li] != 0  # phi in mix's pass
                     if gemm:
                         simd.gemm(z, x, w, ns, F, U, False, False)
@@ -129,6 +153,13 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                             and (gemm or li == L - 1 or not fuse_bwd[li])):
                         ops.act_backward(acts[li], aprm[li], z, a, cur, ns, U, U if gemm else 1,
                                          fs)
+                    if norm is not None:
+                        if kinds[li] != 0:
+                            nrm.backward(kinds[li], cur, at(nb, xoff[li]), at(ib, ioff[li]),
+                                         at(p, woff[li]), at(g, woff[li]), at(g, boff[li]),
+                                         other, ns, U, li > 0, cc)
+                            cur, other = other, cur
+                            continue
                     if gemm:
                         simd.gemm(gw, x, cur, F, ns, U, True, False)
                         if boff[li] >= 0:
@@ -162,6 +193,6 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                         cc[1] = 1.0 - hyp64[2] ** t
                     ops.update(opt, at(p, lo), at(g, lo), at(s1, lo if opt != SGD else 0),
                                at(s2, lo if opt == ADAM else 0),
-                               dims[li] * dims[li + 1] if j == 0 else dims[li + 1],
+                               wsize[li] if j == 0 else dims[li + 1],
                                lr, mom, b1, ob1, b2, ob2, ep, cc[0], cc[1])
                     slot += 1
