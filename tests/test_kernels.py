@@ -337,6 +337,10 @@ def test_train_checks_its_arguments():
         kernels.train(*args, epochs=2, log=np.ones(3, bool))
     with pytest.raises(ValueError, match="layout"):
         kernels.train(*args, epochs=1, layout="blas")
+    with pytest.raises(ValueError, match=r"1 \.\.\. 3 .*last_steps=4"):  # 5 samples, batches of 2
+        kernels.train(*args, epochs=1, batch_size=2, last_steps=4)
+    with pytest.raises(ValueError, match="last_steps=0"):
+        kernels.train(*args, epochs=1, last_steps=0)
     assert kernels.train(*args, epochs=0).shape == (0, 2)
 
 

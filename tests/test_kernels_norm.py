@@ -55,8 +55,10 @@ def _train(config, engine, perturb=0.0):
          rng.integers(0, k, n) if config["out"][0] == "softmax_crossentropy" else
          rng.standard_normal((n, k)))
     for _ in range(config["fits"]):  # a second fit continues the state (and BN's statistics)
-        model.fit(X, y, epochs=config["epochs"], batch_size=config["batch"],
-                  shuffle=config["shuffle"], log_every=1, engine=engine)
+        budget = {"steps": config["steps"]} if config.get("steps") else \
+            {"epochs": config["epochs"]}  # steps: the last epoch may be partial
+        model.fit(X, y, batch_size=config["batch"], shuffle=config["shuffle"], log_every=1,
+                  engine=engine, **budget)
     return model
 
 
@@ -93,6 +95,7 @@ def configs(draw, dtype=np.float64):
                 lr=draw(st.floats(0.005, 0.05)), d=draw(st.integers(2, 5)), n=n,
                 R=draw(st.integers(1, 3)), batch=batch, shuffle=draw(st.booleans()),
                 epochs=draw(st.integers(1, max(1, min(20, 100 // per_epoch)))),
+                steps=draw(st.one_of(st.none(), st.integers(1, 60))),
                 fits=draw(st.integers(1, 2)), per_replica=draw(st.booleans()),
                 dtype=dtype, seed=draw(st.integers(0, 1000)))
 

@@ -306,8 +306,8 @@ def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
                  threads: int | None = None) -> None:
     """The same training as :func:`run_numpy`, by the compiled kernels: whole epochs in chunks
     (between logged epochs when verbose, so the log prints as it goes), each replica's sample
-    orders drawn from its stream exactly as the NumPy loop draws them. A step budget that ends
-    inside an epoch finishes that epoch's few steps on the NumPy engine."""
+    orders drawn from its stream exactly as the NumPy loop draws them; a step budget that ends
+    inside an epoch makes that epoch's few steps in the kernels too."""
     from initlab.nn import kernels
 
     assert model.loss is not None and model.optimizer is not None
@@ -318,29 +318,26 @@ def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
     activations = [layer.activation for layer in model.layers]
     norms = [_norm(layer) for layer in model.layers]
     X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
-    whole = plan.steps // plan.per_epoch
+    epochs = plan.epochs
     log = plan.logs(model.epochs_trained)
     shuffled = plan.batch is not None and plan.shuffle
-    chunk = max(1, _ORDER_ENTRIES // (model.replicas * n)) if shuffled else max(whole, 1)
+    chunk = max(1, _ORDER_ENTRIES // (model.replicas * n)) if shuffled else max(epochs, 1)
     k = 0
-    while k < whole:
-        end = min(whole, k + chunk)
+    while k < epochs:
+        end = min(epochs, k + chunk)
         if plan.verbose:  # stop after the next logged epoch, to print it
             later = np.flatnonzero(log[k:end])
             end = k + int(later[0]) + 1 if len(later) else end
         order = np.stack([orders(model, n) for _ in range(k, end)]) if shuffled else None
         costs = kernels.train(weights, biases, activations, model.loss, model.optimizer, X, y,
                               epochs=end - k, batch_size=plan.batch, orders=order,
-                              log=log[k:end], threads=threads, norms=norms)
+                              log=log[k:end], threads=threads, norms=norms,
+                              last_steps=plan.steps_in(end - 1))
         start_epoch, start_step = model.epochs_trained, model.steps_trained
         for row, j in zip(costs, np.flatnonzero(log[k:end]), strict=True):
             model.epochs_trained, model.steps_trained = \
                 start_epoch + int(j), start_step + int(j) * plan.per_epoch
             log_cost(model, model.epochs_trained, row, plan.verbose)
         model.epochs_trained = start_epoch + end - k
-        model.steps_trained = start_step + (end - k) * plan.per_epoch
+        model.steps_trained = start_step + (end - k - 1) * plan.per_epoch + plan.steps_in(end - 1)
         k = end
-    rest = plan.steps - whole * plan.per_epoch
-    if rest:
-        run_numpy(model, X, y, Plan(rest, plan.per_epoch, plan.batch, plan.log_every,
-                                    plan.shuffle, plan.verbose))

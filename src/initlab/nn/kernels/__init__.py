@@ -114,7 +114,8 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
           activations: Sequence[Any], loss: Any, optimizer: Any, X: np.ndarray, y: np.ndarray,
           *, epochs: int, batch_size: int | None = None, orders: np.ndarray | None = None,
           log: np.ndarray | None = None, threads: int | None = None,
-          layout: Layout = "auto", norms: Sequence[Norm | None] | None = None) -> np.ndarray:
+          layout: Layout = "auto", norms: Sequence[Norm | None] | None = None,
+          last_steps: int | None = None) -> np.ndarray:
     """Train R replicas of a stack of Dense (and normalization) layers for ``epochs`` epochs,
     as the NumPy engine would.
 
@@ -133,6 +134,8 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
             this process may use); the gemm layout holds the BLAS to one thread meanwhile
             (unless one replica, threads None), for the whole process.
         layout: "lanes" or "gemm" (see the module docstring); "auto" picks by size.
+        last_steps: the updates of the last epoch (default: a whole epoch's); a step budget
+            that ends inside an epoch.
         norms: per layer, None for a Dense layer, or a :class:`Norm` for a LayerNorm or
             BatchNorm layer, whose gamma and beta, (R, 1, width), are then its ``weights``
             and ``biases`` entries (the gemm layout only; not the last layer).
@@ -212,6 +215,10 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     code = _optimizer_code(optimizer)
     S1, S2, T = _pack_state(optimizer, code, params, R, nparam, dtype)
     per_epoch = -(-n // batch)
+    last = per_epoch if last_steps is None else int(last_steps)
+    if not 1 <= last <= per_epoch:
+        raise ValueError(f"last_steps must be 1 ... {per_epoch} (the steps of an epoch); got "
+                         f"last_steps={last_steps!r}")
     lr = float(optimizer.learning_rate)
     mom = float(getattr(optimizer, "momentum", 0.0))
     b1, b2 = float(getattr(optimizer, "beta1", 0.0)), float(getattr(optimizer, "beta2", 0.0))
@@ -231,7 +238,7 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     ld = (n if batch_norm else batch) if gemm else min(-(-batch // ops.BLOCK) * ops.BLOCK, CHUNK)
     work, plan = _plan(dims, woff, boff, acts, nparam, ld, dtype, wsize, norms)
     args = (plan, aprm, T, Xk, Yk, order, logpos, costs, hyp, hyp64, gemm, LOSSES[loss.name],
-            loss_eps, code, epochs, batch, ld)
+            loss_eps, code, epochs, last, batch, ld)
     norm_prm, RS = _norm_arrays(norms, dims, R, dtype)
     workers = min(R, _cores() if threads is None else max(1, int(threads)))
     # BLAS on one thread under ours: two threads calling a threaded OpenBLAS at once ran W4
@@ -244,7 +251,7 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     if RS is not None:
         _unpack(RS, [a for m in norms if m is not None and m.kind == "batch"
                      for a in (m.running_mean, m.running_var)])
-    _unpack_state(optimizer, code, params, S1, S2, T + epochs * per_epoch)
+    _unpack_state(optimizer, code, params, S1, S2, T + (epochs - 1) * per_epoch + last)
     return costs
 
 

@@ -19,8 +19,9 @@ from initlab.nn.kernels.simd import at
 
 @cached_kernel
 def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs, hyp, hyp64,
-                  gemm, loss, eps, opt, epochs, batch, ld, norm, rs):
-    """Train replica r (parameters p, optimizer state s1, s2: flat and contiguous) in place.
+                  gemm, loss, eps, opt, epochs, last, batch, ld, norm, rs):
+    """Train replica r (parameters p, optimizer state s1, s2: flat and contiguous) in place,
+    for ``epochs`` epochs, the last of them ``last`` steps long.
 
     A batch goes through in chunks of ``ld`` samples: the whole batch in the gemm layout
     (buffers (samples, units); all the data where a BatchNorm layer needs its statistics over
@@ -87,7 +88,9 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
     for e in range(epochs):
         lp = logpos[e]
         # step -1: the cost on all of X before this epoch's updates, when minibatches
-        for step in range(-1 if lp >= 0 and batch < n else 0, per_epoch):
+        # the last epoch makes ``last`` steps: a step budget may end inside it
+        for step in range(-1 if lp >= 0 and batch < n else 0,
+                          last if e == epochs - 1 else per_epoch):
             training = step >= 0
             lo = step * batch if training else 0
             hi = min(n, lo + batch) if training else n
