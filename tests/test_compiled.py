@@ -77,9 +77,14 @@ def test_auto_takes_the_kernels_for_dense_stacks_and_numpy_elsewhere(capsys):
     residual = Sequential([Dense(6, "relu"), Residual([Dense(6, "relu")]), Dense(1, "sigmoid")])
     residual.compile("binary_crossentropy").build(2, rng=0)
     residual.fit(X, y, epochs=3)
-    assert residual.history["engine"] == ["numpy"]
+    assert residual.history["engine"] == ["numba"]  # and residual blocks of them
+    nested = Sequential([Dense(6, "relu"), Residual([Residual([Dense(6, "relu")])]),
+                         Dense(1, "sigmoid")])
+    nested.compile("binary_crossentropy").build(2, rng=0)
+    nested.fit(X, y, epochs=3)
+    assert nested.history["engine"] == ["numpy"]
     with pytest.raises(ValueError, match="Dense, LayerNorm and BatchNorm layers"):
-        residual.fit(X, y, epochs=1, engine="numba")
+        nested.fit(X, y, epochs=1, engine="numba")
     last = Sequential([Dense(1), BatchNorm("sigmoid")]).compile("binary_crossentropy")
     last.build(2, rng=0).fit(X, y, epochs=1)
     assert last.history["engine"] == ["numpy"]  # the loss reads a Dense output in the kernels

@@ -16,6 +16,7 @@ from initlab.nn import optimizers
 from initlab.nn.contract import feature_major
 from initlab.nn.layers import Dense
 from initlab.nn.normalization import BatchNorm, LayerNorm
+from initlab.nn.residual import Residual
 
 if TYPE_CHECKING:
     from initlab.nn.model import Sequential
@@ -206,9 +207,12 @@ def compiled_unsupported(model: Sequential, callbacks: Sequence[Any] = ()) -> st
         return "callbacks need the NumPy engine (they see every epoch)"
     if model.hooked:
         return "hooks need the NumPy engine (they see every layer's arrays)"
-    odd = [layer for layer in model.layers if type(layer) not in (Dense, LayerNorm, BatchNorm)]
+    plain = (Dense, LayerNorm, BatchNorm)
+    odd = [layer for layer in model.layers if type(layer) not in plain and not (
+        type(layer) is Residual and all(type(sub) in plain for sub in layer.branch))]
     if odd:
-        return f"the kernels train stacks of Dense, LayerNorm and BatchNorm layers; got {odd[0]!r}"
+        return (f"the kernels train stacks of Dense, LayerNorm and BatchNorm layers and "
+                f"residual blocks of them; got {odd[0]!r}")
     if type(model.layers[-1]) is not Dense:
         return "the kernels need a Dense last layer"
     try:
@@ -216,8 +220,8 @@ def compiled_unsupported(model: Sequential, callbacks: Sequence[Any] = ()) -> st
     except ImportError as error:  # numba missing or broken: say so, never fail silently
         return f"numba is not available ({error})"
     assert model.loss is not None and model.optimizer is not None
-    return kernels.supported([layer.activation for layer in model.layers], model.loss,
-                             model.optimizer, model.dtype)
+    return kernels.supported(_kernel_layers(model.layers)[2], model.loss, model.optimizer,
+                             model.dtype)
 
 
 def _workers(workers: int | None, replicas: int) -> int:
@@ -290,16 +294,32 @@ def _batches(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
 _ORDER_ENTRIES = 4_000_000
 
 
-def _norm(layer: Any) -> Any:
-    """The kernels' description of a normalization layer; None for a Dense one."""
+def _kernel_layers(layers: Sequence[Any]) -> tuple[list, list, list, list]:
+    """The kernels' flat layers: per layer its weights, biases, activation and extra (see
+    ``kernels.train``), a residual block as its branch's layers and then its sum."""
     from initlab.nn import kernels
 
-    if isinstance(layer, LayerNorm):
-        return kernels.Norm("layer", layer.eps)
-    if isinstance(layer, BatchNorm):
-        return kernels.Norm("batch", layer.eps, layer.momentum, layer.buffers["running_mean"],
-                            layer.buffers["running_var"])
-    return None
+    weights: list = []
+    biases: list = []
+    acts: list = []
+    extras: list = []
+    for layer in layers:
+        if isinstance(layer, Residual):  # its branch holds no block (compiled_unsupported)
+            start = len(weights)
+            sub = _kernel_layers(layer.branch)
+            weights += sub[0] + [layer.scale]
+            biases += sub[1] + [None]
+            acts += sub[2] + [layer.activation]
+            extras += sub[3] + [kernels.Skip(start)]
+            continue
+        weights.append(layer.params["W" if type(layer) is Dense else "gamma"])
+        biases.append(layer.params.get("b" if type(layer) is Dense else "beta"))
+        acts.append(layer.activation)
+        extras.append(None if type(layer) is Dense else
+                      kernels.Norm("layer", layer.eps) if isinstance(layer, LayerNorm) else
+                      kernels.Norm("batch", layer.eps, layer.momentum,
+                                   layer.buffers["running_mean"], layer.buffers["running_var"]))
+    return weights, biases, acts, extras
 
 
 def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
@@ -313,10 +333,7 @@ def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
     assert model.loss is not None and model.optimizer is not None
     model.traces, model.grads = [], []  # no pass of the NumPy engine describes the new weights
     n = X.shape[-2]
-    weights = [layer.params["W" if type(layer) is Dense else "gamma"] for layer in model.layers]
-    biases = [layer.params.get("b" if type(layer) is Dense else "beta") for layer in model.layers]
-    activations = [layer.activation for layer in model.layers]
-    norms = [_norm(layer) for layer in model.layers]
+    weights, biases, activations, extras = _kernel_layers(model.layers)
     X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
     epochs = plan.epochs
     log = plan.logs(model.epochs_trained)
@@ -331,7 +348,7 @@ def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
         order = np.stack([orders(model, n) for _ in range(k, end)]) if shuffled else None
         costs = kernels.train(weights, biases, activations, model.loss, model.optimizer, X, y,
                               epochs=end - k, batch_size=plan.batch, orders=order,
-                              log=log[k:end], threads=threads, norms=norms,
+                              log=log[k:end], threads=threads, extras=extras,
                               last_steps=plan.steps_in(end - 1))
         start_epoch, start_step = model.epochs_trained, model.steps_trained
         for row, j in zip(costs, np.flatnonzero(log[k:end]), strict=True):

@@ -56,7 +56,8 @@ from initlab.nn.kernels import ops, simd
 from initlab.nn.kernels.ops import ACTIVATIONS, LOSSES
 from initlab.nn.kernels.replica import train_replica
 
-__all__ = ["ACTIVATIONS", "CHUNK", "GEMM_WEIGHTS", "LOSSES", "Layout", "Norm", "default_threads",
+__all__ = ["ACTIVATIONS", "CHUNK", "GEMM_WEIGHTS", "LOSSES", "Layout", "Norm", "Skip",
+           "default_threads",
            "supported", "train", "warm_up"]
 
 Layout = Literal["auto", "lanes", "gemm"]
@@ -72,6 +73,15 @@ class Norm:
     momentum: float = 0.0
     running_mean: Any = None
     running_var: Any = None
+
+
+@dataclass
+class Skip:
+    """The end of a residual block for :func:`train`: y = x + scale h, x the input of layer
+    ``start`` (the block's first), h the previous layer's output; its ``weights`` entry is
+    the scale, (R, 1, 1), and its ``biases`` entry None."""
+
+    start: int
 
 CHUNK = 512  # samples per pass through the lanes layout (a multiple of ops.BLOCK)
 # from this many weights on, BLAS beats the lanes kernels (measured: 2-12-6-1, 121 weights,
@@ -114,7 +124,7 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
           activations: Sequence[Any], loss: Any, optimizer: Any, X: np.ndarray, y: np.ndarray,
           *, epochs: int, batch_size: int | None = None, orders: np.ndarray | None = None,
           log: np.ndarray | None = None, threads: int | None = None,
-          layout: Layout = "auto", norms: Sequence[Norm | None] | None = None,
+          layout: Layout = "auto", extras: Sequence[Norm | Skip | None] | None = None,
           last_steps: int | None = None) -> np.ndarray:
     """Train R replicas of a stack of Dense (and normalization) layers for ``epochs`` epochs,
     as the NumPy engine would.
@@ -136,9 +146,10 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
         layout: "lanes" or "gemm" (see the module docstring); "auto" picks by size.
         last_steps: the updates of the last epoch (default: a whole epoch's); a step budget
             that ends inside an epoch.
-        norms: per layer, None for a Dense layer, or a :class:`Norm` for a LayerNorm or
+        extras: per layer, None for a Dense layer, a :class:`Norm` for a LayerNorm or
             BatchNorm layer, whose gamma and beta, (R, 1, width), are then its ``weights``
-            and ``biases`` entries (the gemm layout only; not the last layer).
+            and ``biases`` entries, or a :class:`Skip` for a residual block's sum (blocks
+            not nested; the gemm layout only; the last layer Dense).
 
     Returns:
         The recorded costs, (log.sum(), R) float64.
@@ -153,21 +164,9 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     if len(biases) != L or len(activations) != L:
         raise ValueError(f"weights, biases and activations need one entry per layer; got "
                          f"{L}, {len(biases)} and {len(activations)}")
-    norms = list(norms) if norms is not None else [None] * L
-    if len(norms) != L:
-        raise ValueError(f"norms needs one entry per layer ({L}); got {len(norms)}")
-    if norms[-1] is not None:
-        raise ValueError("the last layer must be Dense: the loss reads its output")
-    dims = [weights[0].shape[1 if norms[0] is None else 2]] + [w.shape[2] for w in weights]
-    for i, w in enumerate(weights):
-        fan_in = dims[i] if norms[i] is None else 1  # a norm layer: gamma, (R, 1, width)
-        if w.shape != (R, fan_in, dims[i + 1]) or w.dtype != dtype or \
-                (norms[i] is not None and dims[i] != dims[i + 1]):
-            raise ValueError(f"weights[{i}] must be ({R}, {fan_in}, {dims[i + 1]}) {dtype}; "
-                             f"got {w.shape} {w.dtype}")
-        b = biases[i]
-        if norms[i] is not None and b is None:
-            raise ValueError(f"biases[{i}] of a normalization layer is its beta; got None")
+    extras = list(extras) if extras is not None else [None] * L
+    dims = _widths(weights, biases, extras, R, dtype)
+    for i, b in enumerate(biases):
         if b is not None and (b.shape != (R, 1, dims[i + 1]) or b.dtype != dtype):
             raise ValueError(f"biases[{i}] must be ({R}, 1, {dims[i + 1]}) {dtype} or None; "
                              f"got {b.shape} {b.dtype}")
@@ -180,7 +179,7 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     batch = n if batch_size is None or batch_size >= n else int(batch_size)
     if batch < 1:
         raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}")
-    batch_norm = any(m is not None and m.kind == "batch" for m in norms)
+    batch_norm = any(isinstance(m, Norm) and m.kind == "batch" for m in extras)
     if batch_norm and 1 in (batch, n % batch):
         raise ValueError(f"BatchNorm needs a batch of at least 2 samples in training (as "
                          f"PyTorch); batches of {batch} of {n} samples leave one of 1")
@@ -199,8 +198,9 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     if epochs == 0 or R == 0:
         return costs
 
-    # a norm layer's first parameter array (gamma) holds a value per unit
-    wsize = [dims[i] * dims[i + 1] if norms[i] is None else dims[i + 1] for i in range(L)]
+    # the first parameter array: W, a norm layer's gamma (a value per unit), a sum's scale
+    wsize = [dims[i] * dims[i + 1] if m is None else dims[i + 1] if isinstance(m, Norm) else 1
+             for i, m in enumerate(extras)]
     woff, boff = [], []  # where each layer's weights and bias start in a replica's row of P
     nparam = 0
     for i in range(L):
@@ -226,31 +226,31 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     hyp = np.array([lr, mom, b1, 1.0 - b1, b2, 1.0 - b2, eps], dtype)
     hyp64 = np.array([lr, b1, b2])
     weights_count = sum(dims[i] * dims[i + 1] for i in range(L))
-    normed = any(m is not None for m in norms)
-    if normed and layout == "lanes":
-        raise ValueError("normalization layers run in the gemm layout only; got layout='lanes'")
-    gemm = normed or (weights_count >= GEMM_WEIGHTS if layout == "auto" else layout == "gemm")
+    extended = any(m is not None for m in extras)
+    if extended and layout == "lanes":
+        raise ValueError("normalization layers and residual blocks run in the gemm layout "
+                         "only; got layout='lanes'")
+    gemm = extended or (weights_count >= GEMM_WEIGHTS if layout == "auto" else layout == "gemm")
     acts = np.array([ACTIVATIONS[a.name] for a in activations], np.int64)
     aprm = np.array([_act_param(a) for a in activations], dtype)
     loss_eps = float(getattr(loss, "eps", 0.0))
     # samples per chunk: the batch (all the data for a BatchNorm's statistics on it), or the
     # lanes layout's block
     ld = (n if batch_norm else batch) if gemm else min(-(-batch // ops.BLOCK) * ops.BLOCK, CHUNK)
-    work, plan = _plan(dims, woff, boff, acts, nparam, ld, dtype, wsize, norms)
+    work, plan = _plan(dims, woff, boff, acts, nparam, ld, dtype, wsize, extras)
     args = (plan, aprm, T, Xk, Yk, order, logpos, costs, hyp, hyp64, gemm, LOSSES[loss.name],
             loss_eps, code, epochs, last, batch, ld)
-    norm_prm, RS = _norm_arrays(norms, dims, R, dtype)
+    ext, RS = _extra_arrays(extras, R, dtype)
     workers = min(R, _cores() if threads is None else max(1, int(threads)))
     # BLAS on one thread under ours: two threads calling a threaded OpenBLAS at once ran W4
     # 3.5x slower, and once 100x; it keeps its threads only for a lone replica
     single = gemm and (workers > 1 or threads is not None)
     with threadpool_limits(1) if single else contextlib.nullcontext():
         _run(workers, R, lambda r: train_replica(r, P[r], S1[r], S2[r], _aligned(work, dtype),
-                                                 *args, norm_prm, None if RS is None else RS[r]))
+                                                 *args, ext, None if RS is None else RS[r]))
     _unpack(P, params)
     if RS is not None:
-        _unpack(RS, [a for m in norms if m is not None and m.kind == "batch"
-                     for a in (m.running_mean, m.running_var)])
+        _unpack(RS, _running(extras))
     _unpack_state(optimizer, code, params, S1, S2, T + (epochs - 1) * per_epoch + last)
     return costs
 
@@ -298,48 +298,87 @@ def _run(workers: int, count: int, job: Callable[[int], None]) -> None:
             future.result()
 
 
+def _widths(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
+            extras: Sequence[Norm | Skip | None], R: int, dtype: np.dtype) -> list[int]:
+    """The input width and every layer's output width, the shapes checked."""
+    L = len(weights)
+    if len(extras) != L:
+        raise ValueError(f"extras needs one entry per layer ({L}); got {len(extras)}")
+    if extras[-1] is not None:
+        raise ValueError("the last layer must be Dense: the loss reads its output")
+    dims = [weights[0].shape[1 if extras[0] is None else 2]]
+    block = -1  # the last residual block's sum
+    for i, (w, b, m) in enumerate(zip(weights, biases, extras, strict=True)):
+        width = dims[i] if m is not None else w.shape[2]  # a norm or a sum keeps the width
+        shape = (R, dims[i], width) if m is None else (R, 1, width if isinstance(m, Norm) else 1)
+        if w.shape != shape or w.dtype != dtype:
+            raise ValueError(f"weights[{i}] must be {shape} {dtype}; got {w.shape} {w.dtype}")
+        if isinstance(m, Norm) and b is None:
+            raise ValueError(f"biases[{i}] of a normalization layer is its beta; got None")
+        if isinstance(m, Skip):
+            if b is not None:
+                raise ValueError(f"biases[{i}] of a residual sum must be None")
+            if not block < m.start < i or dims[m.start] != width:
+                raise ValueError(f"extras[{i}]: a residual block starts after the previous "
+                                 f"one ({block}), before its sum, at its width ({width}); "
+                                 f"got start={m.start}")
+            block = i
+        dims.append(width)
+    return dims
+
+
+def _running(extras: Sequence[Norm | Skip | None]) -> list[np.ndarray]:
+    """The BatchNorm layers' running means and variances, in order."""
+    return [a for m in extras if isinstance(m, Norm) and m.kind == "batch"
+            for a in (m.running_mean, m.running_var)]
+
+
 def _plan(dims: list[int], woff: list[int], boff: list[int], acts: np.ndarray, nparam: int,
-          cap: int, dtype: np.dtype, wsize: list[int], norms: Sequence[Norm | None]
+          cap: int, dtype: np.dtype, wsize: list[int], extras: Sequence[Norm | Skip | None]
           ) -> tuple[int, np.ndarray]:
     """The kernel's work array size and its plan (see :func:`train_replica`): rows dims, woff,
     boff, aoff, zoff, acts, fuse_fwd, fuse_bwd, the starts of the buffers ab, zb, g0, g1, yb,
-    g, cc, nb, ib in the work array (each on a 64-byte boundary, for chunks of ``cap``
-    samples), then kinds, wsize, xoff, ioff and soff."""
+    g, cc, nb, ib, sb in the work array (each on a 64-byte boundary, for chunks of ``cap``
+    samples), then kinds, wsize, xoff, ioff, soff, skip_from and opens."""
     aoff = np.cumsum([0] + [cap * w for w in dims])  # a layer's input, then its output
     zoff = np.cumsum([0] + [cap * w for w in dims[1:]])
-    kinds = [0 if m is None else (nrm.LAYER if m.kind == "layer" else nrm.BATCH) for m in norms]
+    kinds = [0 if m is None else 3 if isinstance(m, Skip) else
+             nrm.LAYER if m.kind == "layer" else nrm.BATCH for m in extras]
+    starts_of = {m.start for m in extras if isinstance(m, Skip)}
     # per norm layer: xhat (cap, width), inv per sample (LayerNorm) or per unit (BatchNorm)
-    xoff = np.cumsum([0] + [cap * dims[i + 1] if k else 0 for i, k in enumerate(kinds)])
-    ioff = np.cumsum([0] + [(cap if k == nrm.LAYER else dims[i + 1]) if k else 0
+    xoff = np.cumsum([0] + [cap * dims[i + 1] if k in (1, 2) else 0
+                            for i, k in enumerate(kinds)])
+    ioff = np.cumsum([0] + [(cap if k == nrm.LAYER else dims[i + 1]) if k in (1, 2) else 0
                             for i, k in enumerate(kinds)])
     soff = np.cumsum([0] + [2 * dims[i + 1] if k == nrm.BATCH else 0
                             for i, k in enumerate(kinds)])
     line = 64 // dtype.itemsize
     sizes = [aoff[-1], zoff[-1], cap * max(dims), cap * max(dims), cap * dims[-1], nparam, 4,
-             xoff[-1], ioff[-1]]
+             xoff[-1], ioff[-1], cap * max(dims) if starts_of else 0]
     starts = np.cumsum([0] + [-(-size // line) * line for size in sizes])
     rows: list[Sequence[int] | np.ndarray] = [
         dims, woff, boff, aoff, zoff, acts, np.isin(acts, ops.VECTOR_FORWARD),
         np.isin(acts, ops.VECTOR_BACKWARD), starts[:-1], kinds, wsize, xoff[:-1], ioff[:-1],
-        [s if k == nrm.BATCH else -1 for s, k in zip(soff[:-1], kinds, strict=True)]]
+        [s if k == nrm.BATCH else -1 for s, k in zip(soff[:-1], kinds, strict=True)],
+        [m.start if isinstance(m, Skip) else -1 for m in extras],
+        [int(i in starts_of) for i in range(len(extras))]]
     plan = np.zeros((len(rows), max(len(row) for row in rows)), np.int64)
     for i, row in enumerate(rows):
         plan[i, :len(row)] = row
     return int(starts[-1]), plan
 
 
-def _norm_arrays(norms: Sequence[Norm | None], dims: list[int], R: int, dtype: np.dtype
-                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _extra_arrays(extras: Sequence[Norm | Skip | None], R: int, dtype: np.dtype
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """None, None for a Dense stack; else eps, momentum and 1 - momentum per layer (the
-    kernel's ``norm``) and the BatchNorm layers' running means and variances, (R, ...)."""
-    if all(m is None for m in norms):
+    kernel's ``ext``) and the BatchNorm layers' running means and variances, (R, ...)."""
+    if all(m is None for m in extras):
         return None, None
-    prm = np.zeros((len(norms), 3), dtype)
-    for i, m in enumerate(norms):
-        if m is not None:
+    prm = np.zeros((len(extras), 3), dtype)
+    for i, m in enumerate(extras):
+        if isinstance(m, Norm):
             prm[i] = (m.eps, m.momentum, 1.0 - m.momentum)
-    running = [a for m in norms if m is not None and m.kind == "batch"
-               for a in (m.running_mean, m.running_var)]
+    running = _running(extras)
     RS = np.empty((R, sum(a[0].size for a in running)), dtype)
     for a in running:
         if a.shape != (R, 1, a.shape[-1]) or a.dtype != dtype:
@@ -464,7 +503,7 @@ def warm_up(dtype: Any = np.float64, progress: Callable[[int, int], None] | None
         stats = [np.zeros((1, 1, 3), dt), np.ones((1, 1, 3), dt)]
         train([W[0], np.ones((1, 1, 3), dt), W[1]], [b[0], np.zeros((1, 1, 3), dt), None],
               [tanh, tanh, sigmoid], loss, opt_mod.SGD(0.1), X, y, epochs=1,
-              norms=[None, Norm("batch", 1e-5, 0.1, *stats), None])
+              extras=[None, Norm("batch", 1e-5, 0.1, *stats), None])
         if progress is not None:
             progress(2, total)
     return time.perf_counter() - start

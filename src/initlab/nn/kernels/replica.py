@@ -12,6 +12,7 @@ import numpy as np
 
 from initlab.nn.kernels import norm as nrm
 from initlab.nn.kernels import ops, simd
+from initlab.nn.kernels import skip as res
 from initlab.nn.kernels.compiler import cached_kernel
 from initlab.nn.kernels.ops import ADAM, BLOCK, SGD
 from initlab.nn.kernels.simd import at
@@ -19,7 +20,7 @@ from initlab.nn.kernels.simd import at
 
 @cached_kernel
 def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs, hyp, hyp64,
-                  gemm, loss, eps, opt, epochs, last, batch, ld, norm, rs):
+                  gemm, loss, eps, opt, epochs, last, batch, ld, ext, rs):
     """Train replica r (parameters p, optimizer state s1, s2: flat and contiguous) in place,
     for ``epochs`` epochs, the last of them ``last`` steps long.
 
@@ -31,16 +32,19 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
     layer li, its input starts at aoff[li] in ab, its z at zoff[li] in zb, its weights at
     woff[li] in p (and g), its bias at boff[li] (or -1); fuse_fwd[li] (fuse_bwd[li]) says
     whether the lanes layout applies its phi (phi') in ops.mix's pass; its row 8 holds where
-    the buffers ab, zb, g0, g1, yb, g, cc (scalars rounded to the dtype), nb and ib start in
-    ``work``.
+    the buffers ab, zb, g0, g1, yb, g, cc (scalars rounded to the dtype), nb, ib and sb start
+    in ``work``.
 
-    ``norm`` is None for a stack of Dense layers, and numba then compiles none of the
-    normalization code (the branches on it are pruned before typing). Otherwise it holds eps,
+    ``ext`` is None for a stack of Dense layers, and numba then compiles none of the code of
+    the other layers (the branches on it are pruned before typing). Otherwise it holds eps,
     momentum and 1 - momentum per layer (:mod:`~initlab.nn.kernels.norm`), and the plan's rows
-    9 to 13 say per layer its kind (0 Dense, 1 LayerNorm, 2 BatchNorm), the size of its first
-    parameter array, where its xhat starts in nb and its inv in ib, and where its running
-    mean (then variance) starts in ``rs`` (-1: none); a norm layer's gamma and beta take the
-    places of W and b. The gemm layout only.
+    9 to 15 say per layer its kind (0 Dense, 1 LayerNorm, 2 BatchNorm, 3 a residual block's
+    sum, :mod:`~initlab.nn.kernels.skip`), the size of its first parameter array, where its
+    xhat starts in nb and its inv in ib, where its running mean (then variance) starts in
+    ``rs`` (-1: none), for a sum the block's first layer (-1: not a sum), and whether the
+    layer is a block's first. A norm layer's gamma and beta, and a sum's scale, take the
+    places of W and b; sb keeps a sum's output gradient until the block's input. The gemm
+    layout only.
     """
     # the arrays as raw pointers (the caller keeps the arrays alive), and one array for the
     # per-layer rows and one for the buffers: numba lowers every use of an array to a struct
@@ -57,7 +61,8 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                                  at(work, starts[6]))
     kinds, wsize, xoff, ioff, soff = (at(plan, 9 * row), at(plan, 10 * row), at(plan, 11 * row),
                                       at(plan, 12 * row), at(plan, 13 * row))
-    nb, ib = at(work, starts[7]), at(work, starts[8])
+    skip_from, opens = at(plan, 14 * row), at(plan, 15 * row)
+    nb, ib, sb = at(work, starts[7]), at(work, starts[8]), at(work, starts[9])
     L = aprm.shape[0]
     n = X.shape[1]
     d = dims[0]
@@ -122,12 +127,16 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                     x, z, a = at(ab, aoff[li]), at(zb, zoff[li]), at(ab, aoff[li + 1])
                     w, b = at(p, woff[li]), at(p, max(boff[li], 0))
                     needed = li < L - 1 or not fused
-                    if norm is not None:
+                    if ext is not None:
+                        if kinds[li] == 3:
+                            res.forward(x, at(ab, aoff[skip_from[li]]), a, at(p, woff[li]),
+                                        ns * U, cc)
+                            continue
                         if kinds[li] != 0:
                             so = max(soff[li], 0)
                             nrm.forward(kinds[li], x, z, at(nb, xoff[li]), at(ib, ioff[li]),
                                         at(p, woff[li]), at(p, boff[li]), ns, U,
-                                        at(norm, 3 * li), at(rs, so), at(rs, so + U),
+                                        at(ext, 3 * li), at(rs, so), at(rs, so + U),
                                         training and kinds[li] == nrm.BATCH, cc)
                             if needed:
                                 ops.act_forward(acts[li], aprm[li], z, a, ns, U, U, 1)
@@ -156,11 +165,17 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                             and (gemm or li == L - 1 or not fuse_bwd[li])):
                         ops.act_backward(acts[li], aprm[li], z, a, cur, ns, U, U if gemm else 1,
                                          fs)
-                    if norm is not None:
+                    if ext is not None:
+                        if kinds[li] == 3:
+                            res.backward(cur, x, at(p, woff[li]), gw, other, sb, ns * U, cc)
+                            cur, other = other, cur
+                            continue
                         if kinds[li] != 0:
                             nrm.backward(kinds[li], cur, at(nb, xoff[li]), at(ib, ioff[li]),
                                          at(p, woff[li]), at(g, woff[li]), at(g, boff[li]),
                                          other, ns, U, li > 0, cc)
+                            if opens[li] != 0 and li > 0:
+                                res.add_kept(other, sb, ns * F)
                             cur, other = other, cur
                             continue
                     if gemm:
@@ -178,6 +193,9 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                             aux = x if below <= 2 else at(zb, zoff[li - 1])  # its a, or its z
                             ops.mix(other, cur, w, w, one < 0, F, U, U, one, ld, wb,  # no bias
                                     2 if fuse_bwd[li - 1] else 0, below, aprm[li - 1], aux)
+                    if ext is not None:
+                        if opens[li] != 0 and li > 0:  # a residual block's first layer
+                            res.add_kept(other, sb, ns * F)
                     cur, other = other, cur
             if value:
                 costs[lp * reps + r] = total / ((hi - lo) if per_sample else (hi - lo) * k)

@@ -1,5 +1,6 @@
-"""LayerNorm and BatchNorm in the compiled kernels: fit(engine="numba") ends where the NumPy
-reference (fit(engine="numpy")) ends, for random stacks of Dense and normalization layers."""
+"""LayerNorm, BatchNorm and residual blocks in the compiled kernels: fit(engine="numba") ends
+where the NumPy reference (fit(engine="numpy")) ends, for random stacks of Dense layers,
+normalization layers and residual blocks of them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from initlab.nn import SGD, Adam, BatchNorm, Dense, LayerNorm, Sequential
+from initlab.nn import SGD, Adam, BatchNorm, Dense, LayerNorm, Residual, Sequential
 
 pytest.importorskip("numba")
 
@@ -22,24 +23,34 @@ OPTIMIZERS = {"sgd": lambda lr: SGD(lr), "momentum": lambda lr: SGD(lr, momentum
               "adam": lambda lr: Adam(lr / 10)}
 
 
-def _layers(blocks, out, first_norm):
+def _layers(blocks, out, first_norm, d):
     """blocks: (kind, width, activation, bias, eps, momentum); a Dense before a norm layer
-    is linear (the norm layer applies the activation)."""
+    is linear (the norm layer applies the activation); a residual block's branch is Dense
+    (width, activation) then Dense back to the block's input width ("residual"), or Dense,
+    LayerNorm(activation) and Dense ("residual-norm")."""
     layers = [LayerNorm(eps=1e-3)] if first_norm else []
+    now = d  # the width the next block sees
     for kind, width, act, bias, eps, momentum in blocks:
+        bias_init = {"name": "normal", "std": 0.1}
         if kind == "dense":
-            layers.append(Dense(width, act, use_bias=bias,
-                                bias_init={"name": "normal", "std": 0.1}))
+            layers.append(Dense(width, act, use_bias=bias, bias_init=bias_init))
+        elif kind.startswith("residual"):
+            branch = [Dense(width, "linear" if kind == "residual-norm" else act, use_bias=bias,
+                            bias_init=bias_init)]
+            branch += [LayerNorm(act, eps)] if kind == "residual-norm" else []
+            layers.append(Residual([*branch, Dense(now, use_bias=bias, bias_init=bias_init)]))
+            continue  # the width stays
         else:
-            layers.append(Dense(width, use_bias=bias, bias_init={"name": "normal", "std": 0.1}))
+            layers.append(Dense(width, use_bias=bias, bias_init=bias_init))
             layers.append(LayerNorm(act, eps) if kind == "layer" else BatchNorm(act, eps,
                                                                                 momentum))
+        now = width
     loss, act, k = out
     return layers + [Dense(k, act)], loss
 
 
 def _train(config, engine, perturb=0.0):
-    layers, loss = _layers(config["blocks"], config["out"], config["first_norm"])
+    layers, loss = _layers(config["blocks"], config["out"], config["first_norm"], config["d"])
     model = Sequential(layers).compile(loss, OPTIMIZERS[config["opt"]](config["lr"]))
     model.build(config["d"], rng=[config["seed"] + r for r in range(config["R"])],
                 dtype=config["dtype"])
@@ -84,7 +95,8 @@ def _worst(a, b):
 @st.composite
 def configs(draw, dtype=np.float64):
     n = draw(st.integers(2, 40))
-    blocks = [(draw(st.sampled_from(["dense", "layer", "batch"])), draw(st.integers(2, 12)),
+    kinds = ["dense", "layer", "batch", "residual", "residual-norm"]
+    blocks = [(draw(st.sampled_from(kinds)), draw(st.integers(2, 12)),
                draw(st.sampled_from(HIDDEN)), draw(st.booleans()),
                draw(st.sampled_from([1e-5, 1e-3, 0.1])), draw(st.sampled_from([0.1, 0.5, 1.0])))
               for _ in range(draw(st.integers(1, 3)))]
@@ -106,10 +118,10 @@ def _batch_norm_batches_of_one(config):
     return any(b[0] == "batch" for b in config["blocks"]) and 1 in (size, n % size)
 
 
-@settings(max_examples=int(os.environ.get("INITLAB_NORM_EXAMPLES", 200)), deadline=None,
+@settings(max_examples=int(os.environ.get("INITLAB_LAYER_EXAMPLES", 200)), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(configs())
-def test_normalized_stacks_match_the_engine_in_float64(config):
+def test_stacks_of_the_kernels_layers_match_the_engine_in_float64(config):
     assume(not _batch_norm_batches_of_one(config))  # the engines both refuse it (tested below)
     reference = _train(config, "numpy")
     costs = np.array(reference.history["cost"])
@@ -161,3 +173,24 @@ def test_batch_norm_refuses_a_batch_of_one_sample_on_both_engines():
     for engine in ("numpy", "numba"):
         with pytest.raises(ValueError, match="at least 2 samples"):
             _train(config, engine)
+
+
+def test_a_fixup_residual_stack_matches_from_its_identity_start():
+    """Fixup's start: every branch's last layer zero, so each block is the identity; its
+    scale and branches then train (the blocks' sums and their skip gradients)."""
+    from initlab import schemes
+
+    def fitted(engine):
+        blocks = [Residual([Dense(8, "relu"), Dense(8)]) for _ in range(6)]
+        model = Sequential([Dense(8, "relu"), *blocks, Dense(1, "sigmoid")]).compile(
+            "binary_crossentropy", SGD(0.05, momentum=0.9))
+        model.build(2, rng=[3, 4])
+        schemes.fixup(model)
+        X = np.random.default_rng(0).standard_normal((50, 2))
+        y = (X[:, :1] * X[:, 1:] > 0).astype(float)
+        return model.fit(X, y, epochs=30, log_every=1, engine=engine)
+
+    reference, compiled = fitted("numpy"), fitted("numba")
+    assert compiled.history["engine"] == ["numba"]
+    assert not np.allclose(compiled.layers[1].scale, 1.0)  # the scales trained
+    assert _worst(compiled, reference) < 1e-10
