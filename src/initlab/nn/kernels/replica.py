@@ -28,7 +28,7 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
     (buffers (samples, units); all the data where a BatchNorm layer needs its statistics over
     it, for the cost of the data before an epoch), ld samples in the lanes layout (buffers
     (units, ld); a chunk's columns past its samples, up to a multiple of BLOCK, are zero
-    inputs whose loss gradient is 0). ``plan`` is :func:`initlab.nn.kernels._plan`'s: per
+    inputs whose loss gradient is 0). ``plan`` is :func:`initlab.nn.kernels.packing.plan`'s: per
     layer li, its input starts at aoff[li] in ab, its z at zoff[li] in zb, its weights at
     woff[li] in p (and g), its bias at boff[li] (or -1); fuse_fwd[li] (fuse_bwd[li]) says
     whether the lanes layout applies its phi (phi') in ops.mix's pass; its row 8 holds where
