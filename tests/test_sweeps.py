@@ -209,6 +209,30 @@ def test_cli_sweep_report_and_resume(tmp_path, capsys):
     assert html.count("<img") == 2 and "trainable" in html
 
 
+def test_a_task_of_one_replica_gives_its_row():
+    """One cell and one seed: a lone replica, whose evaluate gives floats, not arrays."""
+    grid = Grid(sigma_w2=(1.0,), depth=(2,), width=(8,), steps=(5,), seeds=1)
+    (task,) = grid.tasks()
+    (row,) = run_task(task)["rows"]
+    assert row["sigma_w2"] == 1.0 and math.isfinite(row["loss"])
+    assert 0.0 <= row["train_accuracy"] <= 1.0 and row["trainable"] in (True, False)
+
+
+def test_cli_sweep_compiles_the_kernels_as_a_step_before_any_task(tmp_path, capsys,
+                                                                  monkeypatch):
+    from initlab.nn import kernels
+
+    seen = []
+    monkeypatch.setattr(kernels, "warm_up", lambda progress=None, **kw: seen.append(("compile", kw))
+                        or (progress and progress(1, 1)))
+    real = runner.run
+    monkeypatch.setattr(runner, "run", lambda *a, **kw: seen.append("tasks") or real(*a, **kw))
+    assert main(["sweep", "--sigma-w2", "1", "--depth", "2", "--width", "8", "--steps", "5",
+                 "--seeds", "1", "--jobs", "1", "--out", str(tmp_path / "s")]) == 0
+    assert seen == [("compile", {"normalization": False}), "tasks"]  # Dense stacks only
+    assert "compile kernels" in said(capsys)
+
+
 def test_cli_sweep_help_explains_every_axis(capsys):
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])

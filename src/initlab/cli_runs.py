@@ -42,7 +42,7 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
     columns = (TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         try:
-            _compile_kernels(progress)
+            compile_kernels(progress)
         except KeyboardInterrupt:
             console.print(f"[yellow]Interrupted after {time.perf_counter() - start:.0f} s, "
                           f"while compiling the kernels: no card ran, nothing was written.[/]")
@@ -97,17 +97,18 @@ def _run_cards(cards: list, args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _compile_kernels(progress) -> None:
+def compile_kernels(progress, normalization: bool = True) -> None:
     """Compile the training kernels as a step of its own (from numba's cache after the first
-    run), so that a first run shows the compile instead of pausing in the first card."""
+    run), so that a first run shows the compile instead of pausing in the first card (or the
+    first task of a sweep); ``normalization``: also the specialization for LayerNorm,
+    BatchNorm and residual blocks (the normalization and fixup cards train them)."""
     try:
         from initlab.nn import kernels
     except ImportError:  # numba unavailable: the cards train on the NumPy engine
         return
     task = progress.add_task("compile kernels (1st run)", total=1.0)
-    # both specializations: a Dense stack's and (the normalization card's) a normalized one's
     kernels.warm_up(progress=lambda done, total: progress.update(task, completed=done / total),
-                    normalization=True)
+                    normalization=normalization)
     progress.update(task, completed=1.0)
 
 

@@ -137,6 +137,10 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
                bars.TimeRemainingColumn())
     try:
         with bars.Progress(*columns, console=console) as progress:
+            if not args.scheduler:  # local workers load what this process compiles and caches
+                from initlab.cli_runs import compile_kernels
+
+                compile_kernels(progress, normalization=False)  # a sweep trains Dense stacks
             done = len(list((out / "shards").glob("*.json")))
             bar = progress.add_task("tasks", total=len(tasks), completed=done)
             runner.run(None, out, resume=True, executor=executor, jobs=jobs,

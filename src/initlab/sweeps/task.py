@@ -134,9 +134,10 @@ def run_task(task: Task) -> dict[str, Any]:
     batch = grid.batch_size if grid.batch_size < len(split.X_train) else None
     model.fit(split.X_train, split.y_train, steps=w["steps"], batch_size=batch,
               log_every=max(1, w["steps"] // 10), workers=task.threads)
-    with np.errstate(over="ignore", invalid="ignore"):
-        train = model.evaluate(split.X_train, split.y_train)
-        test = model.evaluate(split.X_test, split.y_test)
+    with np.errstate(over="ignore", invalid="ignore"):  # per replica (a lone one: floats)
+        train, test = ({k: np.atleast_1d(v) for k, v in model.evaluate(X, y).items()}
+                       for X, y in ((split.X_train, split.y_train),
+                                    (split.X_test, split.y_test)))
     diverged = np.asarray(model.history.get("diverged", [-1] * model.replicas)) >= 0
     chance = 1.0 / classes
     bar = chance + grid.trainable_at * (1.0 - chance)
