@@ -194,3 +194,28 @@ def test_a_fixup_residual_stack_matches_from_its_identity_start():
     assert compiled.history["engine"] == ["numba"]
     assert not np.allclose(compiled.layers[1].scale, 1.0)  # the scales trained
     assert _worst(compiled, reference) < 1e-10
+
+
+def test_train_checks_the_layers_beside_dense():
+    from initlab.nn import activations, kernels, losses
+
+    tanh, loss = activations.get("tanh"), losses.get("mean_squared_error")
+    W = [np.full((1, 2, 3), 0.1), np.ones((1, 1, 1)), np.full((1, 3, 1), 0.1)]
+    X, y = np.ones((4, 2)), np.ones((4, 1))
+
+    def train(extras, weights=W, biases=(None, None, None), **kw):
+        return kernels.train(list(weights), list(biases), [tanh] * 3, loss, SGD(0.1), X, y,
+                             epochs=1, extras=extras, **kw)
+
+    with pytest.raises(ValueError, match="start=0"):  # a block from the input (width 2) to 3
+        train([None, kernels.Skip(0), None])
+    with pytest.raises(ValueError, match="last layer must be Dense"):
+        train([None, None, kernels.Skip(0)])
+    with pytest.raises(ValueError, match=r"weights\[1\] must be \(1, 1, 3\)"):
+        train([None, kernels.Norm("layer", 1e-5), None])  # gamma of width 3, not 1
+    gamma = [W[0], np.ones((1, 1, 3)), W[2]]
+    with pytest.raises(ValueError, match="its beta"):
+        train([None, kernels.Norm("layer", 1e-5), None], weights=gamma)
+    with pytest.raises(ValueError, match="gemm layout only"):
+        train([None, kernels.Norm("layer", 1e-5), None], weights=gamma,
+              biases=(None, np.zeros((1, 1, 3)), None), layout="lanes")
