@@ -13,6 +13,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from initlab import data
+from initlab.experiments import shared_draws
 from initlab.experiments.card import Run
 from initlab.experiments.relu_walk import Walk, simulate_walk
 from initlab.nn import Dense, Sequential
@@ -58,8 +59,10 @@ def probe(run: Run, names: Sequence[str], activation: str, split: data.Split, *,
     # a replica given its start is built as zeros, which draws nothing
     sweep["variants"] = ["zeros" if name in start else init
                          for (name, _), init in zip(labels, sweep["variants"], strict=True)]
-    with threadpool_limits(1):  # orthogonal's QRs: threaded, they crawl when a core is busy
-        model.build(X.shape[-1], dtype=np.float32, **sweep)
+    # orthogonal's QRs: threaded, they crawl when a core is busy; the variants of a seed draw
+    # its N(0, 1) matrices once (shared_draws: the weights build draws, exactly)
+    with threadpool_limits(1):
+        shared_draws.build(model, X.shape[-1], dtype=np.float32, **sweep)
     for r, (name, seed) in enumerate(labels):
         if name in start:
             for layer, W in zip(model.layers, start[name][seed], strict=True):
