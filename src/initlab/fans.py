@@ -23,6 +23,7 @@ adapter converts before it asks for fans.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -61,6 +62,18 @@ def compute_fans(shape: tuple[int, ...], *, in_axis: Axes = -2, out_axis: Axes =
     >>> compute_fans((512, 8, 64), in_axis=0, out_axis=(1, 2))
     (512, 512)
     """
+    if _ints(shape) and all(type(a) is int or _ints(a) for a in (in_axis, out_axis, batch_axis)):
+        return _fans(shape, in_axis, out_axis, batch_axis)  # hashable: computed once
+    return _fans.__wrapped__(shape, in_axis, out_axis, batch_axis)
+
+
+def _ints(value: object) -> bool:
+    return type(value) is tuple and all(type(v) is int for v in value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fans(shape: Sequence[int], in_axis: Axes, out_axis: Axes, batch_axis: Axes) -> tuple[int, int]:
+    """:func:`compute_fans`, cached for hashable arguments (errors are never cached)."""
     try:  # operator.index: a dim of 2.5 is an error, not a silent 2
         shape = tuple(operator.index(s) for s in shape)
     except TypeError:

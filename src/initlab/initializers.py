@@ -84,6 +84,8 @@ def _register(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
 
 
 def _shape(shape: Any) -> tuple[int, ...]:
+    if type(shape) is tuple and all(type(d) is int and d >= 0 for d in shape):
+        return shape  # the common case, checked fast: a build calls this for every layer
     try:  # operator.index: 2.5 is an error, not a silent 2
         dims = (operator.index(shape),) if np.ndim(shape) == 0 else \
             tuple(operator.index(s) for s in shape)
