@@ -46,8 +46,9 @@ def test_results_json_has_the_stable_shape(tmp_path):
     folder, results = runner.run_cards([_card("a", ["holds", "fails"])], seeds=[0, 1, 2],
                                        out=tmp_path)
     payload = json.loads((folder / "results.json").read_text())
-    assert set(payload) >= {"initlab_version", "seeds", "data", "cards"}
-    assert payload["seeds"] == [0, 1, 2]
+    assert set(payload) >= {"initlab_version", "seeds", "data", "cards", "wall_seconds", "jobs"}
+    assert payload["seeds"] == [0, 1, 2] and payload["jobs"] == 1
+    assert payload["wall_seconds"] >= payload["cards"][0]["seconds"]  # one card after another
     card = payload["cards"][0]
     assert card["name"] == "a" and card["seconds"] >= 0
     assert [c["verdict"] for c in card["claims"]] == ["holds", "fails"]
@@ -313,3 +314,21 @@ def test_histogram_label_says_what_the_axis_leaves_out(tmp_path, monkeypatch):
     labels = [fig.axes[0].get_xlabel() for fig in drawn]
     assert labels[0] == "output value (bins of 0.2; every value drawn)"
     assert labels[1] == "output value (bins of 0.2; 3 values beyond ±5 not drawn)"
+
+
+def test_the_report_gives_the_run_time_and_the_cards_time_of_a_run_in_workers(tmp_path):
+    """Cards in worker processes overlap: the run's time is its wall time, the cards' sum is
+    said beside it; a run written before the wall time was kept gives the cards' sum."""
+    folder, _ = runner.run_cards([_card("a", ["holds"])], out=tmp_path)
+    results = json.loads((folder / "results.json").read_text())
+    results.update(wall_seconds=10.0, jobs=2)
+    results["cards"][0]["seconds"] = 17.0
+    (folder / "results.json").write_text(json.dumps(results))
+    context = render.context(folder)
+    assert (context["seconds"], context["card_seconds"], context["jobs"]) == (10.0, 17.0, 2)
+    assert "10 s (17 s of card time in 2 worker processes)" in \
+        (render.markdown(folder)).read_text()
+    del results["wall_seconds"], results["jobs"]
+    (folder / "results.json").write_text(json.dumps(results))
+    assert render.context(folder)["seconds"] == 17.0
+    assert "of card time" not in render.markdown(folder).read_text()

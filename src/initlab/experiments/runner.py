@@ -4,7 +4,8 @@ the distribution over seeds; the runner writes, into a new folder per run (never
 overwritten):
 
     config.json     resolved settings and versions
-    results.json    {"initlab_version", "seeds", "data", "interrupted", "cards": [{"name",
+    results.json    {"initlab_version", "seeds", "data", "interrupted", "wall_seconds",
+                     "jobs", "cards": [{"name",
                      "seconds", "claims": [{"id", "claim", "source_printed", "measured",
                      "verdict", "headline", "seeds", "replicas"}], ...}]}
     tables/*.csv    the cards' tidy tables
@@ -215,6 +216,12 @@ def run_cards(cards: Sequence[Card[Any]], *, seeds: int | Sequence[int] | None =
     interrupted = False
     kwargs = {"size": size, "seeds": seeds, "data": data, "options": options,
               "control": control}
+    start = time.perf_counter()
+    parallel = jobs > 1 and len(cards) > 1 and all(_registered(c) for c in cards)
+
+    def write() -> None:
+        _write_results(folder, seed_list, data_info, results, cards, interrupted,
+                       time.perf_counter() - start, min(jobs, len(cards)) if parallel else 1)
 
     def keep(result: CardResult) -> None:
         for name, rows in result.tables.items():
@@ -225,9 +232,9 @@ def run_cards(cards: Sequence[Card[Any]], *, seeds: int | Sequence[int] | None =
         if result.images:
             data_info.setdefault("images", result.images)
         results.append(result)
-        _write_results(folder, seed_list, data_info, results, cards, interrupted)
+        write()
 
-    if jobs > 1 and len(cards) > 1 and all(_registered(c) for c in cards):
+    if parallel:
         interrupted = _run_in_workers(cards, folder, kwargs, jobs, on_card, keep)
         finished = {r.name: r for r in results}  # in the cards' order, as one process gives
         results[:] = [finished.get(c.name) or not_run(c) for c in cards]
@@ -242,7 +249,7 @@ def run_cards(cards: Sequence[Card[Any]], *, seeds: int | Sequence[int] | None =
             except KeyboardInterrupt:
                 interrupted = True
                 results.append(not_run(card))
-    _write_results(folder, seed_list, data_info, results, cards, interrupted)
+    write()
     return folder, results
 
 
@@ -325,13 +332,15 @@ def _run_in_workers(cards: Sequence[Card[Any]], folder: Path, kwargs: dict[str, 
     return False
 
 
-def _write_results(folder, seeds, data_info, results, cards, interrupted) -> None:
+def _write_results(folder, seeds, data_info, results, cards, interrupted, wall, jobs) -> None:
     done = {r.name for r in results}
     payload = {
         "initlab_version": initlab.__version__,
         "seeds": seeds,
         "data": data_info,
         "interrupted": interrupted,
+        "wall_seconds": round(wall, 3),  # the run's time; the cards' sum is more with jobs > 1
+        "jobs": jobs,
         "cards": [_card_json(r) for r in results]
         + [_card_json(not_run(c)) for c in cards if c.name not in done],
     }

@@ -77,9 +77,18 @@ def context(folder: str | Path) -> dict[str, Any]:
     images = data.get("images", "") if isinstance(data, dict) else ""
     return {"run": folder.name, "version": results.get("initlab_version", "?"),
             "size": config.get("size", "?"), "interrupted": bool(results.get("interrupted")),
-            "seconds": sum(card.get("seconds", 0.0) for card in cards), "cards": cards,
+            "seconds": run_seconds(results), "jobs": results.get("jobs", 1),
+            "card_seconds": sum(card.get("seconds", 0.0) for card in cards), "cards": cards,
             "ranked": ranked, "data": images,
             "counts": {v: sum(c["verdict"] == v for _, c in claims) for v in VERDICTS}}
+
+
+def run_seconds(results: dict[str, Any]) -> float:
+    """How long the run took: its wall time, or for a run written before it was kept (one card
+    after another), the sum of its cards' times."""
+    wall = results.get("wall_seconds")
+    return float(wall) if wall is not None else \
+        sum(card.get("seconds", 0.0) for card in results["cards"])
 
 
 def markdown(folder: str | Path) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from initlab.report.render import VERDICTS, load
+from initlab.report.render import VERDICTS, load, run_seconds
 
 
 def find(root: str | Path) -> list[Path]:
@@ -27,7 +27,7 @@ def summary(folder: Path) -> dict[str, Any]:
             "cards": [card["name"] for card in results["cards"]],
             "counts": {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS},
             "size": config.get("size", "?"), "seeds": len(seeds),
-            "seconds": sum(card.get("seconds", 0.0) for card in results["cards"]),
+            "seconds": run_seconds(results),
             "interrupted": bool(results.get("interrupted"))}
 
 
