@@ -103,6 +103,32 @@ def test_task_rows_measure_the_signal_beside_the_theory():
         assert r["c"] == pytest.approx(r["c_theory"], abs=0.15)
 
 
+def test_expected_c_is_the_correlation_map_iterated_per_pair():
+    """The theory beside a row: the probe's pairs walked through the maps one layer at a time
+    (scalar maps here), the mean over pairs; depths asked in any order share one walk."""
+    from initlab import theory
+    from initlab.sweeps import task as t
+
+    sw2, sb2, probe = 1.0, 0.05, 16
+    X = t.load("digits", 0).X_train[:probe]
+    walks = []
+    for xa, xb in zip(X[0::2], X[1::2], strict=True):
+        qa, qb = sw2 * np.mean(xa**2) + sb2, sw2 * np.mean(xb**2) + sb2
+        c, q, path = (sw2 * np.mean(xa * xb) + sb2) / math.sqrt(qa * qb), (qa + qb) / 2, []
+        for _ in range(9):
+            path.append(c)
+            c, q = (theory.correlation_map("tanh", c, q, math.sqrt(sw2), math.sqrt(sb2)),
+                    theory.variance_map("tanh", q, math.sqrt(sw2), math.sqrt(sb2)))
+        walks.append(path)
+    reference = np.mean(walks, axis=0)
+    t._walk.cache_clear()
+    for depth in (6, 2, 9, 1, 4):
+        got = t.expected_c("tanh", sw2, sb2, depth, "digits", 0, probe)
+        assert got == pytest.approx(reference[depth - 1], rel=1e-12)
+    assert abs(reference[8] - reference[0]) > 0.05  # the walk went somewhere
+    assert math.isnan(t.expected_c("tanh", 0.0, sb2, 4, "digits", 0, probe))
+
+
 # --- the runner: shards, resume, retries, processes -----------------------------------------
 
 def test_sweep_writes_shards_then_the_table(tmp_path):

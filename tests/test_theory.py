@@ -145,6 +145,28 @@ def test_correlation_map_off_the_fixed_point_matches_monte_carlo():
     assert abs(exact - c) > 0.05  # the map moved it: the check is not trivial
 
 
+def test_correlation_steps_are_the_scalar_maps_pair_by_pair():
+    rng = np.random.default_rng(1)
+    c, q = rng.uniform(-0.9, 0.99, 7), rng.uniform(0.05, 3.0, 7)
+    for activation, sw, sb in (("tanh", 1.3, 0.2), ("relu", np.sqrt(2.0), 0.0), ("gelu", 2.0, 0.1)):
+        c_next, q_next = theory.correlation_steps(activation, c, q, sw, sb)
+        np.testing.assert_allclose(c_next, [theory.correlation_map(activation, ci, qi, sw, sb)
+                                            for ci, qi in zip(c, q, strict=True)], rtol=1e-13)
+        np.testing.assert_allclose(q_next, [theory.variance_map(activation, qi, sw, sb)
+                                            for qi in q], rtol=1e-13)
+        assert np.max(np.abs(c_next - c)) > 0.01  # the maps moved them
+
+
+def test_cached_fixed_point_equals_a_fresh_one():
+    """q* of a named activation is cached (chi1, c* and the depth scales each need it): the
+    cached value is the one an uncached search finds."""
+    for sw2 in (0.7, 1.76, 3.1):
+        sw, sb = np.sqrt(sw2), np.sqrt(0.05)
+        fresh = theory._fixed_point("tanh", sw, sb)
+        assert theory.fixed_point("tanh", sw, sb) == fresh == theory.fixed_point("tanh", sw, sb)
+        assert theory.variance_map("tanh", fresh, sw, sb) == pytest.approx(fresh, rel=1e-12)
+
+
 def test_correlation_fixed_point_and_phase_diagram():
     sb = np.sqrt(0.05)
     for sw2 in (1.0, 1.5):  # ordered: every pair of inputs ends up aligned

@@ -20,9 +20,9 @@ on the kink at 0 and ReLU's moments come out exact by symmetry.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
-from functools import cache
 
 import numpy as np
 from scipy import optimize, special
@@ -35,7 +35,7 @@ _NODES = 200
 _CRITICAL = 1e-9  # a slope this close to 1 is taken as 1: the depth scale diverges
 
 
-@cache
+@functools.cache
 def _hermite(n: int = _NODES) -> tuple[np.ndarray, np.ndarray]:
     x, w = special.roots_hermitenorm(n)
     return x, w / math.sqrt(2.0 * math.pi)  # weights of E[f(z)], z ~ N(0, 1)
@@ -124,6 +124,17 @@ def fixed_point(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0) -> 
     without bound (ReLU with sigma_w^2 > 2). Found as the root where V(q) - q turns from
     positive to negative, bracketed on a log grid and refined by Brent's method."""
     sigma_w, sigma_b = _check(sigma_w, sigma_b)
+    if isinstance(activation, str):  # chi1, c* and the depth scales each start from q*
+        return _fixed_point_of(activation, sigma_w, sigma_b)
+    return _fixed_point(activation, sigma_w, sigma_b)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fixed_point_of(activation: str, sigma_w: float, sigma_b: float) -> float:
+    return _fixed_point(activation, sigma_w, sigma_b)
+
+
+def _fixed_point(activation: str | Phi, sigma_w: float, sigma_b: float) -> float:
 
     def excess(q: float) -> float:
         return variance_map(activation, q, sigma_w, sigma_b) - q
@@ -156,9 +167,30 @@ def correlation_map(activation: str | Phi, c: float, q: float, sigma_w: float,
     where q = q* and so V(q) = q)."""
     sigma_w, sigma_b = _check(sigma_w, sigma_b)
     phi = _functions(activation)[0]
-    s, root = math.sqrt(q), math.sqrt(max(1.0 - c * c, 0.0))
-    cov = _expect2(lambda z1, z2: phi(s * z1) * phi(s * (c * z1 + root * z2)))
+    cov = _cov(phi, math.sqrt(q), c)
     return (sigma_w**2 * cov + sigma_b**2) / variance_map(activation, q, sigma_w, sigma_b)
+
+
+def _cov(phi: Phi, s: float, c: float) -> float:
+    """E[phi(s u1) phi(s u2)] for standard normals u1, u2 of correlation c."""
+    root = math.sqrt(max(1.0 - c * c, 0.0))
+    return _expect2(lambda z1, z2: phi(s * z1) * phi(s * (c * z1 + root * z2)))
+
+
+def correlation_steps(activation: str | Phi, c: np.ndarray, q: np.ndarray, sigma_w: float,
+                      sigma_b: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """One layer for many pairs of inputs at once: the next correlations (each
+    :func:`correlation_map` of c[i] at q[i]) and the next variances (:func:`variance_map`)."""
+    sigma_w, sigma_b = _check(sigma_w, sigma_b)
+    phi = _functions(activation)[0]
+    c, q = np.asarray(c, dtype=float), np.asarray(q, dtype=float)
+    s, root = np.sqrt(q)[:, None, None], np.sqrt(np.maximum(1.0 - c * c, 0.0))[:, None, None]
+    x, w = _hermite(60)
+    z1, z2 = x[:, None], x[None, :]
+    cov = (w @ (phi(s * z1) * phi(s * (c[:, None, None] * z1 + root * z2)))) @ w
+    x, w = _hermite()
+    variance = sigma_w**2 * (phi(np.sqrt(q)[:, None] * x) ** 2 @ w) + sigma_b**2
+    return (sigma_w**2 * cov + sigma_b**2) / variance, variance
 
 
 def depth_scales(activation: str | Phi, sigma_w: float, sigma_b: float = 0.0
@@ -195,8 +227,11 @@ def correlation_fixed_point(activation: str | Phi, sigma_w: float, sigma_b: floa
     if chi1(activation, sigma_w, sigma_b) <= 1.0 + _CRITICAL:
         return 1.0
     c = 0.5
+    phi = _functions(activation)[0]
+    s, variance = math.sqrt(q), variance_map(activation, q, sigma_w, sigma_b)
     for _ in range(1000):  # a contraction in the chaotic phase: a few dozen steps suffice
-        c_new = correlation_map(activation, c, q, sigma_w, sigma_b)
+        # correlation_map at q = q*, with V(q*) computed once
+        c_new = (sigma_w**2 * _cov(phi, s, c) + sigma_b**2) / variance
         if abs(c_new - c) < 1e-12:
             return c_new
         c = c_new

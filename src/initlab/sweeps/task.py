@@ -78,28 +78,37 @@ def build(task: Task, n_in: int, n_out: int) -> Sequential:
     return model
 
 
-@cache
 def expected_c(activation: str, sigma_w2: float, sigma_b2: float, depth: int, data: str,
                sweep_seed: int, probe: int) -> float:
     """The theory's correlation at the last hidden layer for the probe's input pairs: per pair,
     the correlation map iterated over the depth (each pair at the mean of its two variances),
-    then the mean over pairs, as :func:`signal` averages the measurement."""
-    X = load(data, sweep_seed).X_train[: probe - probe % 2]
-    w, b = math.sqrt(sigma_w2), math.sqrt(sigma_b2)
-    if w == 0:
+    then the mean over pairs, as :func:`signal` averages the measurement. NaN where a pair's
+    variance leaves (0, 1e300) on the way."""
+    if sigma_w2 == 0:
         return math.nan
-    values = []
-    for xa, xb in zip(X[0::2], X[1::2], strict=True):
-        qa, qb = sigma_w2 * np.mean(xa**2) + sigma_b2, sigma_w2 * np.mean(xb**2) + sigma_b2
-        q = (qa + qb) / 2
-        c = (sigma_w2 * np.mean(xa * xb) + sigma_b2) / math.sqrt(qa * qb)
-        for _ in range(depth - 1):  # layer 1's pre-activations are linear in x
-            c = theory.correlation_map(activation, c, q, w, b)
-            q = theory.variance_map(activation, q, w, b)
-            if not 0 < q < 1e300:
-                return math.nan
-        values.append(c)
-    return float(np.mean(values))
+    walk = _walk(activation, sigma_w2, sigma_b2, data, sweep_seed, probe)
+    while len(walk) < depth:  # layer 1's pre-activations are linear in x: walk[0] is its c
+        c, q = walk[-1]
+        if np.all((q > 0) & (q < 1e300)):
+            walk.append(theory.correlation_steps(activation, c, q, math.sqrt(sigma_w2),
+                                                 math.sqrt(sigma_b2)))
+        else:
+            walk.append((np.full_like(c, math.nan), q))
+    c, q = walk[depth - 1]
+    return float(np.mean(c)) if np.all((q > 0) & (q < 1e300)) else math.nan
+
+
+@cache
+def _walk(activation: str, sigma_w2: float, sigma_b2: float, data: str, sweep_seed: int,
+          probe: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The probe's pairs' (c, q) at layer 1, then each deeper layer as :func:`expected_c`
+    reaches it: the depths of a sweep share their walk."""
+    X = load(data, sweep_seed).X_train[: probe - probe % 2]
+    xa, xb = X[0::2], X[1::2]
+    qa = sigma_w2 * np.mean(xa**2, axis=1) + sigma_b2
+    qb = sigma_w2 * np.mean(xb**2, axis=1) + sigma_b2
+    return [((sigma_w2 * np.mean(xa * xb, axis=1) + sigma_b2) / np.sqrt(qa * qb),
+             (qa + qb) / 2)]
 
 
 def signal(model: Sequential, X: np.ndarray, depth: int) -> dict[str, np.ndarray]:
