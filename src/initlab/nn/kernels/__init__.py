@@ -20,7 +20,8 @@ Two layouts, one arithmetic:
 * ``gemm`` (the rest): a whole batch, sample-major, with BLAS's gemm (as ``np.dot`` calls it)
   for the products x W, x^T dz and dz W^T; "auto" picks it from ``GEMM_WEIGHTS`` weights on.
 
-Plain IEEE arithmetic throughout: no fastmath, no fused multiply-add. exp (for sigmoid, silu,
+IEEE arithmetic throughout, no fastmath; the lanes layout's products and the vector exp's
+polynomial use fused multiply-adds (one rounding each, as BLAS's gemm). exp (for sigmoid, silu,
 softplus' and the cross-entropy's gradient) and tanh run as vectors within 1 and 3 ulp of libm's
 (tested); the rest (erf, expm1, log1p) call libm as numba does. Activations, losses and
 optimizers are integer codes read by one kernel, so a dtype compiles once (:func:`warm_up`;

@@ -30,6 +30,7 @@ from initlab.nn.kernels.simd import (
     vadd,
     vbcast,
     vexpit,
+    vfma,
     vload,
     vmul,
     vscale,
@@ -369,15 +370,15 @@ def mix(out, inp, coef, bias, with_bias, n_out, n_in, cs_out, cs_in, ld, wb, mod
                 x2 = vload(inp, at + 2 * VW)
                 x3 = vload(inp, at + 3 * VW)
                 w = vbcast(coef, o * cs_out + k * cs_in)
-                a0 = vadd(a0, vmul(w, x0))
-                a1 = vadd(a1, vmul(w, x1))
-                a2 = vadd(a2, vmul(w, x2))
-                a3 = vadd(a3, vmul(w, x3))
+                a0 = vfma(w, x0, a0)
+                a1 = vfma(w, x1, a1)
+                a2 = vfma(w, x2, a2)
+                a3 = vfma(w, x3, a3)
                 w = vbcast(coef, o1 * cs_out + k * cs_in)
-                b0 = vadd(b0, vmul(w, x0))
-                b1 = vadd(b1, vmul(w, x1))
-                b2 = vadd(b2, vmul(w, x2))
-                b3 = vadd(b3, vmul(w, x3))
+                b0 = vfma(w, x0, b0)
+                b1 = vfma(w, x1, b1)
+                b2 = vfma(w, x2, b2)
+                b3 = vfma(w, x3, b3)
             if with_bias:  # + b after the sum, as the engine's z = x W; z += b
                 w = vbcast(bias, o)
                 a0, a1, a2, a3 = vadd(a0, w), vadd(a1, w), vadd(a2, w), vadd(a3, w)
@@ -431,14 +432,14 @@ def grad_w(g, x, dz, F, U, ld, wb):
                 p1 = vload(dz, u * ld + i + VW)
                 q0 = vload(dz, u1 * ld + i)
                 q1 = vload(dz, u1 * ld + i + VW)
-                a0 = vadd(a0, vmul(x0, p0))
-                a1 = vadd(a1, vmul(x1, p1))
-                b0 = vadd(b0, vmul(x0, q0))
-                b1 = vadd(b1, vmul(x1, q1))
-                c0 = vadd(c0, vmul(y0, p0))
-                c1 = vadd(c1, vmul(y1, p1))
-                d0 = vadd(d0, vmul(y0, q0))
-                d1 = vadd(d1, vmul(y1, q1))
+                a0 = vfma(x0, p0, a0)
+                a1 = vfma(x1, p1, a1)
+                b0 = vfma(x0, q0, b0)
+                b1 = vfma(x1, q1, b1)
+                c0 = vfma(y0, p0, c0)
+                c1 = vfma(y1, p1, c1)
+                d0 = vfma(y0, q0, d0)
+                d1 = vfma(y1, q1, d1)
             g[j * U + u] += vsum(vadd(a0, a1))
             if u1 != u:
                 g[j * U + u1] += vsum(vadd(b0, b1))

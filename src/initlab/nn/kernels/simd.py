@@ -8,8 +8,9 @@ costs two atomic reference-count updates a call, and numba lowers every use of o
 struct of seven fields, a pointer to one address.
 
 exp and tanh are written out in LLVM IR (:func:`exp_ir`), within 1 and 3 ulp of libm's
-(tested); float32 vectors compute them in float64 and round (:func:`widened`). Plain IEEE
-arithmetic: no fastmath, no fused multiply-add.
+(tested); float32 vectors compute them in float64 and round (:func:`widened`). IEEE
+arithmetic, no fastmath; a product summed into an accumulator is one fused multiply-add
+(:func:`vfma`), rounded once, as BLAS's gemm sums.
 """
 
 from __future__ import annotations
@@ -132,6 +133,22 @@ vsub = _binary("fsub")
 vmul = _binary("fmul")
 
 
+def fma_ir(builder: Any, a: Any, b: Any, c: Any) -> Any:
+    """a * b + c of vectors, rounded once (llvm.fma: one instruction where the CPU has FMA)."""
+    vty = a.type
+    name = f"llvm.fma.v{vty.count}f{64 if vty.element == ir.DoubleType() else 32}"
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+    return builder.call(fma, [a, b, c])
+
+
+@intrinsic
+def vfma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """a * b + c rounded once (:func:`fma_ir`)."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return fma_ir(builder, *args)
+    return a(a, b, c), codegen
+
+
 @intrinsic
 def vsum(typingctx: Any, v: Any) -> Any:
     """The sum of the lanes, pairwise: (v0 + v1) + (v2 + v3)."""
@@ -182,10 +199,10 @@ def exp_ir(builder: Any, x: Any, minus_one: bool = False) -> Any:
                      builder.fmul(kf, const(x, _LN2_LO)))
     terms, power = [const(x, c) for c in _EXP_TERMS], r
     while len(terms) > 1:
-        terms = [builder.fadd(terms[i], builder.fmul(terms[i + 1], power))
+        terms = [fma_ir(builder, terms[i + 1], power, terms[i])
                  for i in range(0, len(terms) - 1, 2)] + terms[len(terms) - len(terms) % 2:]
         power = builder.fmul(power, power)
-    q = builder.fadd(r, builder.fmul(builder.fmul(r, r), terms[0]))
+    q = fma_ir(builder, builder.fmul(r, r), terms[0], r)
     ity = ir.VectorType(ir.IntType(64), n)
     k = builder.fptosi(kf, ity)
 
