@@ -64,6 +64,53 @@ def test_engines_alternate_within_one_training():
     assert mixed.history["engine"] == ["numba", "numpy", "numba"]
 
 
+@pytest.mark.parametrize("budget", [dict(epochs=23), dict(steps=61, batch_size=64)])
+def test_a_probe_every_k_epochs_lets_the_kernels_run_the_epochs_between(budget):
+    """Hooks that read every 4th epoch: those epochs on NumPy, the rest compiled. The probe's
+    table, the weights, the log and the optimizer state are those of NumPy alone."""
+    from initlab.probes import Probe
+
+    X, y = make_moons(200, noise=0.2, random_state=3)
+    mixed, reference = _pair("adam")
+    tables = []
+    for model, engine in ((mixed, "auto"), (reference, "numpy")):
+        model.fit(X, y, learning_rate=0.01, epochs=2, engine="numpy")  # start off the grid
+        with Probe(model, every=4, symmetry=False) as probe:
+            model.fit(X, y, learning_rate=0.01, log_every=5, engine=engine, **budget)
+        tables.append(probe.table)
+    assert mixed.history["engine"] == ["numpy", "numba+numpy"]
+    assert "engine=numba+numpy" in repr(mixed)
+    _same(mixed, reference)
+    got, want = tables
+    assert sorted(set(got.column("step"))) == sorted(set(want.column("step"))) != []
+    assert all(step % 4 == 0 for step in got.column("step"))
+    for column in want.columns:
+        np.testing.assert_allclose(np.asarray(got.column(column), dtype=float),
+                                   np.asarray(want.column(column), dtype=float),
+                                   rtol=1e-9, atol=1e-12, err_msg=column)
+    for s, t in zip(mixed.optimizer.state, reference.optimizer.state, strict=True):
+        for key in t:
+            np.testing.assert_allclose(s[key], t[key], rtol=1e-10, atol=1e-13)
+
+
+def test_hooks_without_a_period_or_on_every_epoch_keep_the_fit_on_numpy():
+    from initlab.probes import Probe
+
+    X, y = make_moons(60, noise=0.2, random_state=4)
+    model, _ = _pair()
+    with model.register_hook("forward", lambda i, layer, trace: None, every=3), \
+            model.register_hook("backward", lambda i, layer, grads: None):
+        model.fit(X, y, epochs=4)  # one hook reads every epoch
+    with Probe(model, every=1):
+        model.fit(X, y, epochs=3)
+    with model.register_hook("forward", lambda i, layer, trace: None, every=2):
+        model.fit(X, y, epochs=3)
+    assert model.history["engine"] == ["numpy", "numpy", "numba+numpy"]
+    assert not model.hooked and model.hook_periods == {}
+    with pytest.raises(ValueError, match="every=0"):
+        model.register_hook("forward", lambda i, layer, trace: None, every=0)
+
+
 def test_auto_takes_the_kernels_for_dense_stacks_and_numpy_elsewhere(capsys):
     X, y = make_moons(60, noise=0.2, random_state=2)
     dense, _ = _pair()

@@ -11,6 +11,10 @@ counts on fixed bins. Nothing keeps a whole activation tensor, so memory stays b
     probe = Probe(model, every=100)
     model.fit(X, y, epochs=1000, callbacks=[probe])   # or: with probe: ...
     probe.table.to_pandas()          # or .column("act_std"), .where(layer=3)
+
+Around a fit (``with probe: model.fit(...)``) the epochs the probe does not record train on
+the compiled kernels where they apply; as a callback (which also records the update : weight
+ratio) the fit runs every epoch on NumPy.
 """
 
 from __future__ import annotations
@@ -206,8 +210,11 @@ class Probe:
         # re-entrant: `with probe: model.fit(..., callbacks=[probe])` enters it twice
         self._depth += 1
         if self._depth == 1:
-            self._handles = [self.model.register_hook("forward", self._on_forward),
-                             self.model.register_hook("backward", self._on_backward)]
+            # it reads every ``every``-th epoch only: a fit runs the others compiled
+            self._handles = [self.model.register_hook("forward", self._on_forward,
+                                                      every=self.every),
+                             self.model.register_hook("backward", self._on_backward,
+                                                      every=self.every)]
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -34,12 +34,14 @@ Coordinates = dict[str, Any]
 class HookHandle:
     """Removes its hook on ``remove()`` or at the end of a ``with`` block."""
 
-    def __init__(self, hooks: list[Any], fn: Any):
-        self._hooks, self._fn = hooks, fn
+    def __init__(self, hooks: list[Any], fn: Any, periods: dict[Any, int] | None = None):
+        self._hooks, self._fn, self._periods = hooks, fn, periods
 
     def remove(self) -> None:
         if self._fn in self._hooks:
             self._hooks.remove(self._fn)
+            if self._periods is not None and self._fn not in self._hooks:
+                self._periods.pop(self._fn, None)
 
     def __enter__(self) -> HookHandle:
         return self
@@ -73,6 +75,8 @@ class Sequential:
         self.grads: list[dict[str, np.ndarray]] = []  # of the last backward pass
         self.forward_hooks: list[ForwardHook] = []
         self.backward_hooks: list[BackwardHook] = []
+        # hook -> its period: it reads only the training epochs that are multiples of it
+        self.hook_periods: dict[Any, int] = {}
 
     def __repr__(self) -> str:
         inner = ", ".join(map(repr, self.layers))
@@ -237,7 +241,7 @@ class Sequential:
                        "cost": [c[index] for c in self.history["cost"]]}
         if "diverged" in self.history:
             sub.history["diverged"] = [self.history["diverged"][i] for i in index]
-        sub.forward_hooks, sub.backward_hooks = [], []
+        sub.forward_hooks, sub.backward_hooks, sub.hook_periods = [], [], {}
         sub.traces, sub.grads = [], []
         sub.optimizer = optimizers.take_state(self.optimizer, index)
         return sub
@@ -268,20 +272,29 @@ class Sequential:
         return [g[k] for layer, g in zip(self.layers, self.grads, strict=True)
                 for k in layer.params]
 
-    def register_hook(self, kind: Literal["forward", "backward"],
-                      fn: Callable[..., None]) -> HookHandle:
+    def register_hook(self, kind: Literal["forward", "backward"], fn: Callable[..., None], *,
+                      every: int | None = None) -> HookHandle:
         """Call ``fn(index, layer, trace)`` after each layer's forward (a :class:`Trace`:
         ``trace.z`` the pre-activation, ``trace.a`` the activation, (R, n, units)) or
         ``fn(index, layer, grads)`` after its backward (:class:`Gradients`: ``grads.dz`` the
         gradient w.r.t. the pre-activation, ``grads.params`` dW, db, ...). The arrays are the
-        engine's own: read them, do not keep or change them. A fit with hooks runs on the
-        NumPy engine."""
+        engine's own: read them, do not keep or change them.
+
+        A fit with hooks runs on the NumPy engine, unless every hook says ``every``: it reads
+        only the epochs that are multiples of ``every`` (epochs_trained at the epoch's start),
+        and ``fit(engine="auto")`` runs the other epochs on the compiled kernels (the same
+        training, to rounding; ``history["engine"]`` says "numba+numpy")."""
         hooks: dict[str, list[Any]] = {"forward": self.forward_hooks,
                                        "backward": self.backward_hooks}
         if kind not in hooks:
             raise ValueError(f"kind must be 'forward' or 'backward'; got kind={kind!r}")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
+                                  or every < 1):
+            raise ValueError(f"every must be a positive int or None; got every={every!r}")
         hooks[kind].append(fn)
-        return HookHandle(hooks[kind], fn)
+        if every is not None:
+            self.hook_periods[fn] = every
+        return HookHandle(hooks[kind], fn, self.hook_periods)
 
     @contextlib.contextmanager
     def frozen_buffers(self) -> Iterator[None]:

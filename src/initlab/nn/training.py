@@ -4,6 +4,7 @@ engine (the compiled kernels or the NumPy reference)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import warnings
@@ -47,8 +48,10 @@ def fit(model: Sequential, X: Any, y: Any, *, learning_rate: float | None = None
             forks this process).
         engine: "numba" (the compiled kernels), "numpy" (the reference), or "auto": the
             kernels where they apply (Dense layers, no hooks or callbacks), else NumPy (the
-            environment variable INITLAB_ENGINE=numpy|numba sets what "auto" means). Which
-            ran is appended to ``model.history["engine"]`` and shown in ``repr(model)``.
+            environment variable INITLAB_ENGINE=numpy|numba sets what "auto" means); with
+            hooks that read every k-th epoch only (a Probe), the kernels run the epochs
+            between ("numba+numpy"). Which ran is appended to ``model.history["engine"]``
+            and shown in ``repr(model)``.
 
     The cost logged at epoch e is the loss at the start of that epoch.
     """
@@ -65,14 +68,19 @@ def fit(model: Sequential, X: Any, y: Any, *, learning_rate: float | None = None
         raise ValueError(f"log_every must be an int >= 0 or None; got log_every={log_every!r}")
     _set_optimizer(model, optimizer, learning_rate)
     chosen = choose_engine(model, engine, callbacks)
-    model.history["engine"].append(chosen)
     plan = Plan(n_steps, per_epoch, batch, int(log_every or 0), shuffle, verbose)
+    hooked = _hooked_epochs(model, plan) if chosen == "numba+numpy" else None
+    if hooked is not None and hooked.all():
+        chosen = "numpy"  # every epoch is read by a hook: there is nothing to compile
+    model.history["engine"].append(chosen)
     before = divergence(model.history, model.replicas)
     # a diverging replica is data (history["diverged"], one warning below), not a storm of
     # numpy's overflow warnings
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if chosen == "numba":
             run_compiled(model, Xp, yp, plan, threads=workers)
+        elif hooked is not None and chosen == "numba+numpy":
+            run_scheduled(model, Xp, yp, plan, hooked, threads=workers)
         elif (n_workers := _workers(workers, model.replicas)) > 1:
             from initlab.nn import parallel
 
@@ -139,6 +147,12 @@ class Plan:
         """How many updates epoch k of this fit makes."""
         return min(self.per_epoch, self.steps - k * self.per_epoch)
 
+    def part(self, k: int, end: int) -> Plan:
+        """Epochs k ... end - 1 of this fit as a fit of their own."""
+        steps = (end - k - 1) * self.per_epoch + self.steps_in(end - 1)
+        return Plan(steps, self.per_epoch, self.batch, self.log_every, self.shuffle,
+                    self.verbose)
+
     def logs(self, first_epoch: int) -> np.ndarray:
         """Which epochs of this fit log their starting cost."""
         epochs = first_epoch + np.arange(self.epochs)
@@ -198,14 +212,32 @@ def choose_engine(model: Sequential, engine: Engine, callbacks: Sequence[Any]) -
     if engine == "numba":
         raise ValueError(f"engine='numba' cannot train this model: {reason}; "
                          f"use engine='numpy' or 'auto'")
+    if (not callbacks and model.hooked and _periods(model) is not None
+            and compiled_unsupported(model, hooks=False) is None):
+        return "numba+numpy"  # the hooks read every k-th epoch: the kernels run the rest
     return "numpy"
 
 
-def compiled_unsupported(model: Sequential, callbacks: Sequence[Any] = ()) -> str | None:
-    """Why the compiled kernels cannot train this model, or None when they can."""
+def _periods(model: Sequential) -> list[int] | None:
+    """The period of every hook (see ``Sequential.register_hook``), or None if one has none."""
+    hooks = [*model.forward_hooks, *model.backward_hooks]
+    periods = [model.hook_periods.get(hook) for hook in hooks]
+    return None if None in periods else [p for p in periods if p is not None]
+
+
+def _hooked_epochs(model: Sequential, plan: Plan) -> np.ndarray:
+    """Which epochs of this fit a hook reads."""
+    epochs = model.epochs_trained + np.arange(plan.epochs)
+    return np.any([epochs % p == 0 for p in _periods(model) or [1]], axis=0)
+
+
+def compiled_unsupported(model: Sequential, callbacks: Sequence[Any] = (),
+                         hooks: bool = True) -> str | None:
+    """Why the compiled kernels cannot train this model, or None when they can (``hooks``:
+    whether hooks count)."""
     if callbacks:
         return "callbacks need the NumPy engine (they see every epoch)"
-    if model.hooked:
+    if hooks and model.hooked:
         return "hooks need the NumPy engine (they see every layer's arrays)"
     plain = (Dense, LayerNorm, BatchNorm)
     odd = [layer for layer in model.layers if type(layer) not in plain and not (
@@ -247,12 +279,29 @@ def orders(model: Sequential, n: int) -> np.ndarray:
     return np.stack([gen.permutation(n) for gen in model.rngs])
 
 
+def run_scheduled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
+                  hooked: np.ndarray, threads: int | None = None) -> None:
+    """The epochs a hook reads on the NumPy engine, each run of the others in the kernels:
+    one training, logged as either engine alone logs it."""
+    log = plan.logs(model.epochs_trained)
+    k = 0
+    while k < plan.epochs:
+        end = k + 1
+        while end < plan.epochs and not hooked[k] and not hooked[end]:
+            end += 1
+        run = run_numpy if hooked[k] else functools.partial(run_compiled, threads=threads)
+        run(model, X, y, plan.part(k, end), log=log[k:end])
+        k = end
+
+
 def run_numpy(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
-              callbacks: Sequence[Callable[..., None]] = ()) -> None:
-    """The reference training loop, on the NumPy engine."""
+              callbacks: Sequence[Callable[..., None]] = (),
+              log: np.ndarray | None = None) -> None:
+    """The reference training loop, on the NumPy engine (``log``: which epochs log their
+    cost, default ``plan.logs``)."""
     assert model.loss is not None and model.optimizer is not None
     params = model.parameters()
-    log = plan.logs(model.epochs_trained)
+    log = plan.logs(model.epochs_trained) if log is None else log
     for k in range(plan.epochs):
         epoch = model.epochs_trained
         if plan.batch is None:
@@ -323,7 +372,7 @@ def _kernel_layers(layers: Sequence[Any]) -> tuple[list, list, list, list]:
 
 
 def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, log: np.ndarray | None = None) -> None:
     """The same training as :func:`run_numpy`, by the compiled kernels: whole epochs in chunks
     (between logged epochs when verbose, so the log prints as it goes), each replica's sample
     orders drawn from its stream exactly as the NumPy loop draws them; a step budget that ends
@@ -336,7 +385,7 @@ def run_compiled(model: Sequential, X: np.ndarray, y: np.ndarray, plan: Plan,
     weights, biases, activations, extras = _kernel_layers(model.layers)
     X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
     epochs = plan.epochs
-    log = plan.logs(model.epochs_trained)
+    log = plan.logs(model.epochs_trained) if log is None else log
     shuffled = plan.batch is not None and plan.shuffle
     chunk = max(1, _ORDER_ENTRIES // (model.replicas * n)) if shuffled else max(epochs, 1)
     k = 0
