@@ -13,9 +13,12 @@ time, the ratio current / baseline within each round and its median, and each ca
 current code with an empty NUMBA_CACHE_DIR (its compile step included) after the rounds.
 
 The two codes need not run the same cards nor the same work per card: the per-card table says
-which cards each ran and what each took.
+which cards each ran and what each took. ``--cards a,b`` times the same work instead: each
+named card run alone (``initlab run CARD``, a fresh process each) by both codes, and the
+ratio of the sums of their seconds.
 
     python bench/reproduce.py --rounds 2 --cold --json bench-reproduce.json
+    python bench/reproduce.py --cards moons,symmetry,deep-linear,logistic,lsuv,gradcheck
 """
 
 from __future__ import annotations
@@ -38,23 +41,32 @@ ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "7e94bc4"
 
 
-def run(source: Path, out: Path, args: list[str], env: dict[str, str] | None = None
-        ) -> dict:
-    """One ``initlab reproduce`` from ``source``/src into a new folder under ``out``: its wall
-    seconds and each card's seconds."""
+def run(source: Path, out: Path, args: list[str], env: dict[str, str] | None = None,
+        command: tuple[str, ...] = ("reproduce",)) -> dict:
+    """One ``initlab reproduce`` (or ``command``) from ``source``/src into a new folder under
+    ``out``: its wall seconds and each card's seconds."""
     out.mkdir(parents=True, exist_ok=True)
     before = set(out.glob("run-*"))
     environment = {**os.environ, "PYTHONPATH": str(source / "src"), **(env or {})}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "initlab.cli", "reproduce", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "initlab.cli", *command, "--out", str(out),
                            *args], env=environment, cwd=source, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"reproduce from {source} failed (exit {proc.returncode}):\n"
-                         f"{proc.stderr[-3000:]}")
+        raise SystemExit(f"{' '.join(command)} from {source} failed (exit {proc.returncode}):"
+                         f"\n{proc.stderr[-3000:]}")
     (folder,) = set(out.glob("run-*")) - before
     cards = json.loads((folder / "results.json").read_text())["cards"]
     return {"wall": wall, "cards": {c["name"]: c.get("seconds", 0.0) for c in cards}}
+
+
+def run_each(source: Path, out: Path, cards: list[str]) -> dict:
+    """``initlab run CARD`` for each card, a process each: the sum of the cards' seconds as
+    the wall (the processes' own start-up left out, as it differs from a reproduce's)."""
+    timed = [run(source, out, [], command=("run", card)) for card in cards]
+    seconds = {name: t for r in timed for name, t in r["cards"].items()}
+    return {"wall": sum(seconds.values()), "cards": seconds,
+            "process_wall": sum(r["wall"] for r in timed)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,11 +76,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cold", action="store_true",
                         help="also one run of this code with an empty numba cache")
     parser.add_argument("--json", metavar="PATH", help="save every time and ratio here")
+    parser.add_argument("--cards", metavar="A,B", help="time these cards alone, one process "
+                        "each, instead of reproduce (the same work in both codes)")
     parser.add_argument("reproduce_args", nargs="*",
                         help="passed to this code's reproduce (after --), e.g. -- --jobs 2")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1; got {args.rounds}")
+    cards = [c for c in (args.cards or "").split(",") if c]
+    if args.cards is not None and (not cards or args.cold or args.reproduce_args):
+        parser.error(f"--cards takes card names, without --cold or reproduce arguments; got "
+                     f"--cards={args.cards!r}")
     console = Console()
     with tempfile.TemporaryDirectory(prefix="initlab-bench-") as tmp:
         base = Path(tmp) / "baseline"
@@ -83,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                 timed = {}
                 for name, source, extra in order:
                     console.print(f"round {k + 1}: {name} ...")
-                    timed[name] = run(source, Path(tmp) / name, extra)
+                    timed[name] = (run_each(source, Path(tmp) / name, cards) if cards else
+                                   run(source, Path(tmp) / name, extra))
                 timed["ratio"] = timed["current"]["wall"] / timed["baseline"]["wall"]
                 rounds.append(timed)
             cold = None
@@ -109,11 +128,13 @@ def _report(args: argparse.Namespace, rounds: list[dict], cold: dict | None) -> 
                     for side in ("baseline", "current")} for name in names}
     return {"argv": sys.argv, "baseline": args.baseline, "rounds": rounds, "cold": cold,
             "median_ratio": statistics.median(r["ratio"] for r in rounds), "cards": cards,
+            "cards_alone": bool(args.cards),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
 
 
 def _print(console: Console, report: dict) -> None:
-    table = Table(title=f"initlab reproduce: this code / {report['baseline']}")
+    what = "the cards alone, sum of their seconds" if report["cards_alone"] else "reproduce"
+    table = Table(title=f"initlab {what}: this code / {report['baseline']}")
     for column in ("round", "baseline s", "current s", "current / baseline"):
         table.add_column(column, justify="right")
     for k, r in enumerate(report["rounds"], 1):
