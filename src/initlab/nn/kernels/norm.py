@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from initlab.nn.kernels.compiler import kernel
+from initlab.nn.kernels.simd import like
 
 LAYER, BATCH = 1, 2
 
@@ -31,28 +32,30 @@ def forward(kind, x, z, xhat, inv, gamma, beta, ns, U, prm, rm, rv, update, cc):
         s = 0.0
         for j in range(inner):
             s += x[base + j * si]
-        cc[2] = s / inner  # the mean, as the dtype holds it
+        mean = like(x, s / inner)  # as the dtype holds it
         s = 0.0
         for j in range(inner):
             q = base + j * si
-            xhat[q] = x[q] - cc[2]  # x - mean, rounded
-            s += xhat[q] * xhat[q]
+            d = x[q] - mean  # x - mean, rounded
+            xhat[q] = d
+            s += d * d
         inv[o] = s / inner  # the biased variance
         if update:
             rm[o] = rm[o] * prm[2]
-            rm[o] = rm[o] + prm[1] * cc[2]
+            rm[o] = rm[o] + prm[1] * mean
             cc[3] = inv[o] * (ns / (ns - 1.0))  # the unbiased variance
             rv[o] = rv[o] * prm[2]
             rv[o] = rv[o] + prm[1] * cc[3]
         inv[o] = inv[o] + prm[0]
         inv[o] = math.sqrt(inv[o])
         inv[o] = 1.0 / inv[o]
+        r = inv[o]
         for j in range(inner):
             q = base + j * si
-            u = q % U
-            xhat[q] = xhat[q] * inv[o]
-            z[q] = gamma[u] * xhat[q]
-            z[q] = z[q] + beta[u]
+            u = j if kind == LAYER else o  # the unit (not q % U: a division per element)
+            h = xhat[q] * r
+            xhat[q] = h
+            z[q] = gamma[u] * h + beta[u]  # the dtype's product, then its sum
 
 
 @kernel
@@ -64,8 +67,7 @@ def backward(kind, dz, xhat, inv, gamma, ggamma, gbeta, dx, ns, U, want_dx, cc):
         a, b = 0.0, 0.0
         for i in range(ns):
             q = i * U + u
-            cc[2] = dz[q] * xhat[q]
-            a += cc[2]
+            a += like(dz, dz[q] * xhat[q])
             b += dz[q]
         ggamma[u] = a
         gbeta[u] = b
@@ -78,15 +80,14 @@ def backward(kind, dz, xhat, inv, gamma, ggamma, gbeta, dx, ns, U, want_dx, cc):
         a, b = 0.0, 0.0
         for j in range(inner):
             q = base + j * si
-            dx[q] = dz[q] * gamma[q % U]  # g, rounded
-            cc[2] = dx[q] * xhat[q]
-            a += dx[q]
-            b += cc[2]
-        cc[2] = a / inner
-        cc[3] = b / inner
+            g = like(dx, dz[q] * gamma[j if kind == LAYER else o])  # g, rounded
+            dx[q] = g
+            a += g
+            b += like(dx, g * xhat[q])
+        mean_g, mean_gx = like(dx, a / inner), like(dx, b / inner)
+        r = inv[o]
         for j in range(inner):
             q = base + j * si
-            dx[q] = dx[q] - cc[2]
-            cc[1] = xhat[q] * cc[3]
-            dx[q] = dx[q] - cc[1]
-            dx[q] = dx[q] * inv[o]
+            t = dx[q] - mean_g
+            t = t - like(dx, xhat[q] * mean_gx)
+            dx[q] = t * r

@@ -68,6 +68,15 @@ def const(like: Any, c: float) -> Any:
 
 
 @intrinsic
+def like(typingctx: Any, a: Any, v: Any) -> Any:
+    """The scalar v rounded to a's dtype (a value of it, kept in a register): what storing v
+    into a and reading it back gives."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return context.cast(builder, args[1], sig.args[1], a.dtype)
+    return a.dtype(a, v), codegen
+
+
+@intrinsic
 def vload(typingctx: Any, a: Any, i: Any) -> Any:
     """a[i:i + VW] as a vector (no bounds or negative-index checks)."""
     vt = _Vec(a.dtype)
