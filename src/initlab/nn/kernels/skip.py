@@ -9,25 +9,26 @@ and dy kept to be added to the gradient at the block's input, ``dy + dx_branch``
 from __future__ import annotations
 
 from initlab.nn.kernels.compiler import kernel
+from initlab.nn.kernels.simd import like
 
 
 @kernel
 def forward(h, x, y, scale, m, cc):
     """y = x + scale[0] h over m values."""
+    c = scale[0]
     for q in range(m):
-        cc[2] = scale[0] * h[q]
-        y[q] = x[q] + cc[2]
+        y[q] = x[q] + like(y, c * h[q])
 
 
 @kernel
 def backward(dy, h, scale, gscale, dh, kept, m, cc):
     """gscale[0] = sum(dy h); dh = scale[0] dy; kept = dy (for the block's input)."""
-    s = 0.0
+    s, c = 0.0, scale[0]
     for q in range(m):
-        cc[2] = dy[q] * h[q]
-        s += cc[2]
-        kept[q] = dy[q]
-        dh[q] = dy[q] * scale[0]
+        g = dy[q]
+        s += like(dy, g * h[q])
+        kept[q] = g
+        dh[q] = g * c
     gscale[0] = s
 
 
