@@ -234,7 +234,7 @@ def train(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
     with threadpool_limits(1) if single else contextlib.nullcontext():
         _run(workers, R, lambda r: train_replica(
             r, P[r], S1[r], S2[r], packing.aligned(work, dtype), *args, ext,
-            None if RS is None else RS[r]))
+            None if RS is None else (RS[r], np.zeros(2 * max(dims)))))
     packing.unpack(P, params)
     if RS is not None:
         packing.unpack(RS, packing.running(extras))

@@ -43,8 +43,9 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
     xhat starts in nb and its inv in ib, where its running mean (then variance) starts in
     ``rs`` (-1: none), for a sum the block's first layer (-1: not a sum), and whether the
     layer is a block's first. A norm layer's gamma and beta, and a sum's scale, take the
-    places of W and b; sb keeps a sum's output gradient until the block's input. The gemm
-    layout only.
+    places of W and b; sb keeps a sum's output gradient until the block's input. ``rs`` is
+    then the replica's running statistics and a float64 scratch of twice the widest layer
+    (a BatchNorm's per-unit sums). The gemm layout only.
     """
     # the arrays as raw pointers (the caller keeps the arrays alive), and one array for the
     # per-layer rows and one for the buffers: numba lowers every use of an array to a struct
@@ -136,8 +137,8 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                             so = max(soff[li], 0)
                             nrm.forward(kinds[li], x, z, at(nb, xoff[li]), at(ib, ioff[li]),
                                         at(p, woff[li]), at(p, boff[li]), ns, U,
-                                        at(ext, 3 * li), at(rs, so), at(rs, so + U),
-                                        training and kinds[li] == nrm.BATCH, cc)
+                                        at(ext, 3 * li), at(rs[0], so), at(rs[0], so + U),
+                                        training and kinds[li] == nrm.BATCH, cc, at(rs[1], 0))
                             if needed:
                                 ops.act_forward(acts[li], aprm[li], z, a, ns, U, U, 1)
                             continue
@@ -173,7 +174,7 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                         if kinds[li] != 0:
                             nrm.backward(kinds[li], cur, at(nb, xoff[li]), at(ib, ioff[li]),
                                          at(p, woff[li]), at(g, woff[li]), at(g, boff[li]),
-                                         other, ns, U, li > 0, cc)
+                                         other, ns, U, li > 0, cc, at(rs[1], 0))
                             if opens[li] != 0 and li > 0:
                                 res.add_kept(other, sb, ns * F)
                             cur, other = other, cur
