@@ -38,7 +38,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
-from initlab.nn.model import Sequential, SweepArgs
+from initlab.nn.model import Sequential
+from initlab.nn.replicas import SweepArgs
 
 Size = Literal["tiny", "default", "full"]
 SIZES: tuple[Size, ...] = ("tiny", "default", "full")

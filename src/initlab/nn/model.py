@@ -7,8 +7,9 @@ outputs and costs come without the replica axis. Each replica knows its coordina
 variant and seed a sweep built it with), and :meth:`Sequential.select` finds replicas by them.
 
 This module is the model: layers, build, replicas, the forward and backward passes, hooks and
-inference. Training lives in :mod:`initlab.nn.training`, the process pool in
-:mod:`initlab.nn.parallel`, the compiled kernels in :mod:`initlab.nn.kernels`.
+inference. A sweep's layout of replicas is in :mod:`initlab.nn.replicas`, training in
+:mod:`initlab.nn.training`, the process pool in :mod:`initlab.nn.parallel`, the compiled
+kernels in :mod:`initlab.nn.kernels`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,10 +26,10 @@ from initlab import initializers
 from initlab._validate import RngLike, as_rng, check_dtype
 from initlab.nn import losses, optimizers
 from initlab.nn.contract import Gradients, Layer, Trace, feature_major
+from initlab.nn.replicas import Coordinates
 
 ForwardHook = Callable[[int, Layer, Trace], None]
 BackwardHook = Callable[[int, Layer, Gradients], None]
-Coordinates = dict[str, Any]
 
 
 class HookHandle:
@@ -470,27 +471,3 @@ def _bytes(n: float) -> str:
             return f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
-
-
-def replica_labels(variants: Mapping[str, Any], seeds: Sequence[int]) -> list[tuple[str, int]]:
-    """(variant, seed) for each replica of a variant-major sweep, as :func:`sweep` lays it out."""
-    return [(name, seed) for name in variants for seed in seeds]
-
-
-class SweepArgs(TypedDict):
-    """The keyword arguments :func:`sweep` gives ``build``."""
-
-    rng: list[np.random.SeedSequence]
-    variants: list[Any]
-    coords: list[Coordinates]
-
-
-def sweep(variants: Mapping[str, Any], seeds: Sequence[int]) -> SweepArgs:
-    """Arguments for ``build`` of a variants x seeds sweep, variant-major: replica
-    ``v * len(seeds) + s`` uses variant v and ``SeedSequence(seeds[s])``, so every variant of
-    a seed starts from the same stream (and the same data, if drawn from it); each replica's
-    coordinates are ``{"variant": name, "seed": seed}``."""
-    labels = replica_labels(variants, seeds)
-    return {"rng": [np.random.SeedSequence(seed) for _, seed in labels],
-            "variants": [variants[name] for name, _ in labels],
-            "coords": [{"variant": name, "seed": seed} for name, seed in labels]}
