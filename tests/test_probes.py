@@ -83,6 +83,20 @@ def test_nonfinite_values_are_counted_and_left_out_of_the_moments():
     assert stats["dead_fraction"][0] == 0.0
 
 
+def test_finite_replicas_get_the_moments_of_the_nan_skipping_path_exactly():
+    """moments and the extremes take a short path when every value is finite: the same
+    numbers as the general one, which a replica with a NaN sends them through."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 5, 40)) * np.array([1e-200, 1.0, 1e200])[:, None, None]
+    with_nan = np.concatenate([x, np.full((1, 5, 40), np.nan)])
+    with_nan[3, 0, 0] = 1.0  # a replica with one finite value
+    fast, general = layer_statistics(x, "tanh", z=x), layer_statistics(with_nan, "tanh", z=x)
+    for key in ("act_mean", "act_std", "act_min", "act_max"):
+        np.testing.assert_array_equal(fast[key], general[key][:3], err_msg=key)
+    assert np.all(np.isfinite(fast["act_std"]) & (fast["act_std"] > 0))  # no overflow
+    assert general["act_mean"][3] == 1.0 and general["act_std"][3] == 0.0
+
+
 # --- distinct_units -------------------------------------------------------------------------
 
 def test_distinct_units_random_constant_and_duplicated_columns():
