@@ -16,8 +16,9 @@ from typing import Any
 
 import numba
 from numba.core import caching
+from numba.core.codegen import JITCodeLibrary
 from numba.core.compiler import CompilerBase
-from numba.core.compiler_machinery import PassManager
+from numba.core.compiler_machinery import PassManager, register_pass
 from numba.core.typed_passes import (
     AnnotateTypes,
     IRLegalization,
@@ -37,6 +38,53 @@ from numba.core.untyped_passes import (
 from initlab.nn import activations as act_mod
 
 
+class _LinkedLibrary(JITCodeLibrary):
+    """The code library of a per-op kernel, which only compiled code calls: the caller links
+    its module in, then optimizes the whole and makes the machine code. So this one skips its
+    own module-level optimization and machine code, done once more in the caller and never
+    used (~1 s of the cold compile)."""
+
+    def _optimize_final_module(self) -> None:
+        pass  # the caller's module passes run over the linked-in functions
+
+    def _finalize_final_module(self) -> None:
+        self._finalize_dynamic_globals()
+        self._verify_declare_only_symbols()
+        self._finalized = True  # not added to the execution engine: no machine code
+
+    def get_pointer_to_function(self, name: str) -> int:
+        return 0  # no Python wrapper to point at (no_cpython_wrapper)
+
+    @property
+    def codegen(self) -> Any:
+        return _NoEnvironment(self._codegen)
+
+
+class _NoEnvironment:
+    """The codegen, as lowering sees it for a :class:`_LinkedLibrary`: no environment to set
+    (its global is in no engine; in the caller's module, the linked-in copy of a kernel that
+    neither raises nor holds Python objects never reads it)."""
+
+    def __init__(self, codegen: Any):
+        self._codegen = codegen
+
+    def set_env(self, name: str, env: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._codegen, name)
+
+
+@register_pass(mutates_CFG=True, analysis_only=False)
+class _LinkedLowering(NativeLowering):
+    """numba's lowering into a :class:`_LinkedLibrary`."""
+    _name = "initlab_linked_lowering"
+
+    def run_pass(self, state: Any) -> bool:
+        state.library = _LinkedLibrary(state.targetctx.codegen(), state.func_id.func_qualname)
+        return bool(super().run_pass(state))
+
+
 class KernelPipeline(CompilerBase):
     """numba's nopython pipeline without the passes for what the kernels do not use: closures
     and ``with`` blocks, ``raise`` (the kernels follow numpy's error model), ``literally`` and
@@ -45,6 +93,8 @@ class KernelPipeline(CompilerBase):
     only raise; it keeps dead-branch pruning, which leaves out the branches on an argument
     that is None. It saves ~6% of the cold compile; a kernel that raises or makes a closure
     fails to compile ("Unsupported constraint encountered: raise ...")."""
+
+    linked = False  # a per-op kernel's pipeline: its library is a _LinkedLibrary
 
     def define_pipelines(self) -> list[PassManager]:
         pm = PassManager("kernel")
@@ -59,11 +109,16 @@ class KernelPipeline(CompilerBase):
                                  (PreLowerStripPhis, "remove phis nodes"),
                                  (IRLegalization, "legalize, add the deletions (decrefs)"),
                                  (AnnotateTypes, "annotate types"),
-                                 (NativeLowering, "native lowering"),
+                                 (_LinkedLowering if self.linked else NativeLowering,
+                                  "native lowering"),
                                  (NoPythonBackend, "nopython mode backend")]:
             pm.add_pass(pass_class, what)
         pm.finalize()
         return [pm]
+
+
+class OpPipeline(KernelPipeline):
+    linked = True
 
 
 # numpy's error model: x / 0 is inf or nan as in numpy, not an exception (and loops vectorize)
@@ -72,7 +127,7 @@ _OPTIONS: dict[str, Any] = dict(nogil=True, error_model="numpy", pipeline_class=
 # a per-op kernel: called from compiled code only, so no Python or C wrapper; and no cache of
 # its own (numba caches it inside the replica kernel, and compiles it only when that misses)
 kernel: Callable[[Callable[..., Any]], Any] = numba.njit(  # type: ignore[call-overload]
-    no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)  # (options numba's stubs lack)
+    no_cpython_wrapper=True, no_cfunc_wrapper=True, **{**_OPTIONS, "pipeline_class": OpPipeline})  # (options numba's stubs lack)
 
 
 def _sources_stamp() -> str:
