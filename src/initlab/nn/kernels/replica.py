@@ -114,14 +114,27 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                 ordered = not (training and shuffled)
                 if not (ordered and held == c0 and held_nv == nv):
                     held, held_nv = (c0 if ordered else -1), nv
-                    for c in range(nv if gemm else wb):
-                        src = 0
-                        if c < nv:
+                    if gemm:
+                        for c in range(nv):
                             src = c0 + c if ordered else orders[e * reps * n + c0 + c]
+                            for j in range(d):
+                                ab[c * xs + j] = X[src * d + j]
+                            for u in range(k):
+                                yb[c * ss + u] = Y[src * k + u]
+                    else:  # the lanes layout: a feature's row at a time, zeros past nv
+                        at_order = e * reps * n + c0
                         for j in range(d):
-                            ab[c * xs + j * fs] = X[src * d + j] if c < nv else 0.0
+                            for c in range(nv):
+                                src = c0 + c if ordered else orders[at_order + c]
+                                ab[j * fs + c] = X[src * d + j]
+                            for c in range(nv, wb):
+                                ab[j * fs + c] = 0.0
                         for u in range(k):
-                            yb[c * ss + u * fs] = Y[src * k + u] if c < nv else 0.0
+                            for c in range(nv):
+                                src = c0 + c if ordered else orders[at_order + c]
+                                yb[u * fs + c] = Y[src * k + u]
+                            for c in range(nv, wb):
+                                yb[u * fs + c] = 0.0
                 # forward: z = x W + b, a = phi(z)
                 for li in range(L):
                     F, U = dims[li], dims[li + 1]
