@@ -171,3 +171,23 @@ def test_an_interrupt_while_compiling_says_so_and_writes_nothing(tmp_path, capsy
     assert main(["run", "logistic", "--out", str(tmp_path)]) == 130
     assert "while compiling the kernels" in capsys.readouterr().out
     assert not list(tmp_path.iterdir())
+
+
+_SERVER_PROBE = """
+from concurrent.futures import ProcessPoolExecutor
+from initlab import cli_runs
+from initlab.nn.parallel import context
+
+cli_runs._start_worker_server()
+with ProcessPoolExecutor(1, mp_context=context()) as pool:
+    preloaded = pool.submit(eval, "'initlab.experiments' in __import__('sys').modules").result()
+print(preloaded)
+"""
+
+
+def test_the_card_workers_start_with_the_cards_imported():
+    """reproduce starts the forkserver before it imports the cards itself, with them preloaded:
+    the workers it forks have them (a worker of a plain forkserver imports them itself)."""
+    out = subprocess.run([sys.executable, "-c", _SERVER_PROBE], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True"]

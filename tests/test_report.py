@@ -57,7 +57,14 @@ def test_results_json_has_the_stable_shape(tmp_path):
     assert card["claims"][0]["measured"] == "2 ± 0.8165 [min 1, max 3]"
     assert (folder / "tables" / "a-table.csv").read_text().splitlines()[0] == "seed,x"
     config = json.loads((folder / "config.json").read_text())
-    assert config["seeds"] == [0, 1, 2] and "numpy" in config["versions"]
+    assert config["seeds"] == [0, 1, 2] and config["versions"]["numpy"] == np.__version__
+    import matplotlib
+    import scipy
+    import sklearn
+
+    assert {k: config["versions"][k] for k in ("scipy", "scikit-learn", "matplotlib")} == {
+        "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+        "matplotlib": matplotlib.__version__}
 
 
 def test_runs_are_never_overwritten(tmp_path):

@@ -102,13 +102,13 @@ def new_run_folder(root: str | Path) -> Path:
 
 
 def _versions() -> dict[str, str]:
-    import matplotlib
-    import scipy
-    import sklearn
+    # from the installed packages' metadata: importing scikit-learn for its version took 0.7 s
+    # before the workers could start
+    from importlib.metadata import version
 
     return {"initlab": initlab.__version__, "python": platform.python_version(),
-            "numpy": np.__version__, "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__, "matplotlib": matplotlib.__version__,
+            "numpy": np.__version__, **{name: version(name) for name in
+                                        ("scipy", "scikit-learn", "matplotlib")},
             "platform": platform.platform()}
 
 
