@@ -47,6 +47,7 @@ ACTIVATIONS = {"linear": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
 LOSSES = {"binary_crossentropy": 0, "clipped_binary_crossentropy": 1,
           "softmax_crossentropy": 2, "mean_squared_error": 3}
 SOFTMAX = ACTIVATIONS["softmax"]
+RELU = ACTIVATIONS["relu"]
 SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
 
 BLOCK = 4 * VW  # samples in a block of the lanes layout: a multiple of 2 vectors

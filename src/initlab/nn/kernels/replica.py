@@ -14,7 +14,7 @@ from initlab.nn.kernels import norm as nrm
 from initlab.nn.kernels import ops, simd
 from initlab.nn.kernels import skip as res
 from initlab.nn.kernels.compiler import cached_kernel
-from initlab.nn.kernels.ops import ADAM, BLOCK, SGD
+from initlab.nn.kernels.ops import ADAM, BLOCK, RELU, SGD
 from initlab.nn.kernels.simd import at
 
 
@@ -161,8 +161,12 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                         if boff[li] >= 0:
                             ops.add_rows(z, b, ns, U)
                     else:
-                        ops.mix(z, x, w, b, boff[li] >= 0, U, F, one, U, ld, wb, 1 if fuse else 0,
-                                acts[li], aprm[li], a)
+                        # a hidden ReLU keeps a alone: its phi' reads a > 0, the same as z > 0
+                        # (nan: neither), and z's rows stay out of the cache
+                        zt = a if fuse and fuse_bwd[li] != 0 and li < L - 1 and acts[li] == RELU \
+                            else z
+                        ops.mix(zt, x, w, b, boff[li] >= 0, U, F, one, U, ld, wb,
+                                1 if fuse else 0, acts[li], aprm[li], a)
                     if needed and not fuse:
                         ops.act_forward(acts[li], aprm[li], z, a, ns, U, U if gemm else 1, fs)
                 total += ops.loss(loss, eps, out, yb, g0, nv if gemm else wb, nv, k, ss, fs, fac,
@@ -204,7 +208,7 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                             ops.grad_b(gb, cur, U, ld, wb)
                         if li > 0:  # phi' of the layer below in the same pass, where it can
                             below = acts[li - 1]
-                            aux = x if below <= 2 else at(zb, zoff[li - 1])  # its a, or its z
+                            aux = x if below <= RELU else at(zb, zoff[li - 1])  # its a, or its z
                             ops.mix(other, cur, w, w, one < 0, F, U, U, one, ld, wb,  # no bias
                                     2 if fuse_bwd[li - 1] else 0, below, aprm[li - 1], aux)
                     if ext is not None:
