@@ -161,9 +161,10 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                         if boff[li] >= 0:
                             ops.add_rows(z, b, ns, U)
                     else:
-                        # a hidden ReLU keeps a alone: its phi' reads a > 0, the same as z > 0
-                        # (nan: neither), and z's rows stay out of the cache
-                        zt = a if fuse and fuse_bwd[li] != 0 and li < L - 1 and acts[li] == RELU \
+                        # a hidden linear, sigmoid, tanh or ReLU layer keeps a alone: its phi'
+                        # reads a (ReLU's a > 0 is where z > 0; nan: neither), and z's rows stay
+                        # out of the cache
+                        zt = a if fuse and fuse_bwd[li] != 0 and li < L - 1 and acts[li] <= RELU \
                             else z
                         ops.mix(zt, x, w, b, boff[li] >= 0, U, F, one, U, ld, wb,
                                 1 if fuse else 0, acts[li], aprm[li], a)
