@@ -4,7 +4,11 @@ knows every file the cached kernel is compiled from.
 Cold compile time is most of the cost of a short run (issue #9), so the kernels ask numba for
 less: no Python wrappers where compiled code is the only caller, no rewrite or literal passes
 where nothing needs them (:class:`KernelPipeline`), and no cache but the replica kernel's,
-which holds everything compiled into it.
+which holds everything compiled into it. A per-op kernel is optimized and made machine code
+once, inside the replica kernel (:class:`_LinkedLibrary`), and out of line there (``kernel``:
+called once per chunk and layer, its loops inside it, so a call costs nothing; inlined at each
+of its call sites, LLVM optimized and emitted every copy). Only the scalar functions that
+run per element (``scalar_kernel``) are inlined.
 """
 
 from __future__ import annotations
@@ -47,9 +51,13 @@ class _LinkedLibrary(JITCodeLibrary):
     def _optimize_final_module(self) -> None:
         pass  # the caller's module passes run over the linked-in functions
 
+    outlined: str | None = None  # the kernel's own function, kept out of line in the caller
+
     def _finalize_final_module(self) -> None:
         self._finalize_dynamic_globals()
         self._verify_declare_only_symbols()
+        if self.outlined is not None:
+            self._final_module.get_function(self.outlined).add_function_attribute("noinline")
         self._finalized = True  # not added to the execution engine: no machine code
 
     def get_pointer_to_function(self, name: str) -> int:
@@ -80,9 +88,21 @@ class _LinkedLowering(NativeLowering):
     """numba's lowering into a :class:`_LinkedLibrary`."""
     _name = "initlab_linked_lowering"
 
+    outline = False
+
     def run_pass(self, state: Any) -> bool:
-        state.library = _LinkedLibrary(state.targetctx.codegen(), state.func_id.func_qualname)
-        return bool(super().run_pass(state))
+        library = state.library = _LinkedLibrary(state.targetctx.codegen(),
+                                                 state.func_id.func_qualname)
+        done = bool(super().run_pass(state))
+        if self.outline:
+            library.outlined = state.cr.fndesc.llvm_func_name
+        return done
+
+
+@register_pass(mutates_CFG=True, analysis_only=False)
+class _OutlinedLowering(_LinkedLowering):
+    _name = "initlab_outlined_lowering"
+    outline = True
 
 
 class KernelPipeline(CompilerBase):
@@ -94,7 +114,7 @@ class KernelPipeline(CompilerBase):
     that is None. It saves ~6% of the cold compile; a kernel that raises or makes a closure
     fails to compile ("Unsupported constraint encountered: raise ...")."""
 
-    linked = False  # a per-op kernel's pipeline: its library is a _LinkedLibrary
+    lowering: type = NativeLowering
 
     def define_pipelines(self) -> list[PassManager]:
         pm = PassManager("kernel")
@@ -109,8 +129,7 @@ class KernelPipeline(CompilerBase):
                                  (PreLowerStripPhis, "remove phis nodes"),
                                  (IRLegalization, "legalize, add the deletions (decrefs)"),
                                  (AnnotateTypes, "annotate types"),
-                                 (_LinkedLowering if self.linked else NativeLowering,
-                                  "native lowering"),
+                                 (self.lowering, "native lowering"),
                                  (NoPythonBackend, "nopython mode backend")]:
             pm.add_pass(pass_class, what)
         pm.finalize()
@@ -118,7 +137,11 @@ class KernelPipeline(CompilerBase):
 
 
 class OpPipeline(KernelPipeline):
-    linked = True
+    lowering = _OutlinedLowering
+
+
+class ScalarPipeline(KernelPipeline):
+    lowering = _LinkedLowering
 
 
 # numpy's error model: x / 0 is inf or nan as in numpy, not an exception (and loops vectorize)
@@ -127,7 +150,10 @@ _OPTIONS: dict[str, Any] = dict(nogil=True, error_model="numpy", pipeline_class=
 # a per-op kernel: called from compiled code only, so no Python or C wrapper; and no cache of
 # its own (numba caches it inside the replica kernel, and compiles it only when that misses)
 kernel: Callable[[Callable[..., Any]], Any] = numba.njit(  # type: ignore[call-overload]
-    no_cpython_wrapper=True, no_cfunc_wrapper=True, **{**_OPTIONS, "pipeline_class": OpPipeline})  # (options numba's stubs lack)
+    no_cpython_wrapper=True, no_cfunc_wrapper=True, **{**_OPTIONS, "pipeline_class": OpPipeline})
+scalar_kernel: Callable[[Callable[..., Any]], Any] = numba.njit(  # type: ignore[call-overload]
+    no_cpython_wrapper=True, no_cfunc_wrapper=True,
+    **{**_OPTIONS, "pipeline_class": ScalarPipeline})  # (options numba's stubs lack)
 
 
 def _sources_stamp() -> str:

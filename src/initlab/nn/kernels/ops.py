@@ -19,7 +19,7 @@ from llvmlite import ir  # type: ignore[import-untyped]
 from numba.core.extending import intrinsic
 
 from initlab.nn import activations as act_mod
-from initlab.nn.kernels.compiler import kernel
+from initlab.nn.kernels.compiler import kernel, scalar_kernel
 from initlab.nn.kernels.simd import (
     VW,
     expit_ir,
@@ -61,12 +61,12 @@ _LOG2 = 0.693147180559945309417232121458176568
 
 # --- scalar functions, as scipy and numpy compute them -----------------------------------------
 
-@kernel
+@scalar_kernel
 def _expit(z):
     return 1.0 / (1.0 + math.exp(-z))  # scipy.special.expit
 
 
-@kernel
+@scalar_kernel
 def _softplus(z):
     # numpy's logaddexp(0, z), branch for branch
     if z == 0.0:
@@ -78,7 +78,7 @@ def _softplus(z):
     return -z  # nan
 
 
-@kernel
+@scalar_kernel
 def _ndtr(z):
     # the standard normal cdf as cephes' ndtr (scipy.special.ndtr)
     x = z * _SQRT1_2
