@@ -153,7 +153,7 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                                         at(ext, 3 * li), at(rs[0], so), at(rs[0], so + U),
                                         training and kinds[li] == nrm.BATCH, cc, at(rs[1], 0))
                             if needed:
-                                ops.act_forward(acts[li], aprm[li], z, a, ns, U, U, 1)
+                                ops.act_forward(acts[li], aprm[li], z, a, ns, U, U, one)
                             continue
                     fuse = not gemm and needed and fuse_fwd[li] != 0  # phi in mix's pass
                     if gemm:
