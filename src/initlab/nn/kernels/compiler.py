@@ -29,13 +29,11 @@ from numba.core.typed_passes import (
     NativeLowering,
     NoPythonBackend,
     NopythonTypeInference,
-    PreLowerStripPhis,
 )
 from numba.core.untyped_passes import (
     DeadBranchPrune,
     FixupArgs,
     IRProcessing,
-    ReconstructSSA,
     TranslateByteCode,
 )
 
@@ -110,9 +108,12 @@ class KernelPipeline(CompilerBase):
     and ``with`` blocks, ``raise`` (the kernels follow numpy's error model), ``literally`` and
     ``literal_unroll``, numba-level inlining (``inline="always"`` compiles to a call), the
     rewrites (array expressions, constant folding: LLVM folds) and the feature checks, which
-    only raise; it keeps dead-branch pruning, which leaves out the branches on an argument
-    that is None. It saves ~6% of the cold compile; a kernel that raises or makes a closure
-    fails to compile ("Unsupported constraint encountered: raise ...")."""
+    only raise; and SSA reconstruction (with the removal of its phi nodes), which lets a
+    variable take a new type at each assignment: a kernel's variable keeps one type, or
+    numba unifies its assignments (an int and a float give a float) or fails to type it. It
+    keeps dead-branch pruning, which leaves out the branches on an argument that is None. A
+    kernel that raises or makes a closure fails to compile ("Unsupported constraint
+    encountered: raise ...")."""
 
     lowering: type = NativeLowering
 
@@ -124,9 +125,7 @@ class KernelPipeline(CompilerBase):
                                  # `if norm is not None` on an argument typed None: the
                                  # normalization code is left out of a Dense stack's kernel
                                  (DeadBranchPrune, "dead branch pruning"),
-                                 (ReconstructSSA, "ssa"),
                                  (NopythonTypeInference, "nopython frontend"),
-                                 (PreLowerStripPhis, "remove phis nodes"),
                                  (IRLegalization, "legalize, add the deletions (decrefs)"),
                                  (AnnotateTypes, "annotate types"),
                                  (self.lowering, "native lowering"),
