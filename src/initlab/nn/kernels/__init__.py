@@ -16,7 +16,8 @@ Two layouts, one arithmetic:
   8-wide vectors (:mod:`~initlab.nn.kernels.simd`): x W sums each sample's inputs in order (then
   adds b, as the engine), x^T dz sums the samples in 16 interleaved lanes added pairwise at
   the end, as a BLAS splits a long sum, and the activation (or its derivative) is applied in
-  the same pass where it has a vector form.
+  the same pass where it has a vector form. A hidden layer whose derivative reads its output
+  (linear, sigmoid, tanh, ReLU) keeps that output alone, not z beside it.
 * ``gemm`` (the rest): a whole batch, sample-major, with BLAS's gemm (as ``np.dot`` calls it)
   for the products x W, x^T dz and dz W^T; "auto" picks it from ``GEMM_WEIGHTS`` weights on.
 
