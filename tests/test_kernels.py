@@ -403,3 +403,30 @@ def test_warm_up_reports_progress_and_time():
     kernels.warm_up(np.float64, progress=lambda done, total: calls.append((done, total)),
                     normalization=True)
     assert calls == [(1, 2), (2, 2)]
+
+
+_LINK_PROBE = r"""
+import re
+from initlab.nn import kernels
+from initlab.nn.kernels import ops, replica
+kernels.warm_up()
+(ir,) = replica.train_replica.inspect_llvm().values()
+calls = set(re.findall(r'call [^@]*@"?([A-Za-z0-9_$.]+)', ir))
+print(all(any(f"3ops{len(name)}{name}B" in c for c in calls)
+          for name in ("mix", "grad_w", "act_forward", "act_backward", "loss", "update")),
+      any("_expit" in c or "_softplus" in c or "_ndtr" in c for c in calls),
+      type(ops.mix.overloads[ops.mix.signatures[0]].library).__name__)
+"""
+
+
+def test_per_op_kernels_are_called_out_of_line_and_scalar_ones_inlined(tmp_path):
+    """Compiled from an empty numba cache: the replica kernel calls the per-op kernels (kept
+    out of line, so LLVM optimizes and emits one copy of each) and has the per-element scalar
+    functions inlined; an op's own library is only linked in (no machine code of its own)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _LINK_PROBE], capture_output=True, text=True,
+                         check=True, env={**__import__("os").environ,
+                                          "NUMBA_CACHE_DIR": str(tmp_path)}).stdout.split()
+    assert out == ["True", "False", "_LinkedLibrary"]
