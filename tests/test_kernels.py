@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from initlab.nn import SGD, Adam, Dense, Sequential, activations, kernels, losses
+from initlab.nn.kernels import ops
 
 # the reference engine: fit(engine="numpy") where fit can choose (it may pick the kernels)
 NUMPY = {"engine": "numpy"} if "engine" in inspect.signature(Sequential.fit).parameters else {}
@@ -148,6 +149,21 @@ def configs(draw):
         batch=batch, shuffle=draw(st.booleans()),
         per_replica=draw(st.booleans()), bias=[draw(st.booleans()) for _ in range(depth)],
         layout=draw(st.sampled_from(["lanes", "gemm"])), seed=draw(st.integers(0, 1000)))
+
+
+
+@pytest.mark.parametrize("batch,shuffle", [(None, False), (50, False), (50, True)])
+@pytest.mark.parametrize("hidden", [["relu"], ["tanh", "sigmoid"], ["gelu"]])
+def test_the_lanes_layout_in_several_chunks_matches_the_engine(monkeypatch, batch, shuffle,
+                                                               hidden):
+    """Chunks of one block (32 samples) over 70 samples: three chunks a full batch, 32 + 18
+    samples in a batch of 50, a partial last chunk each time; in sample order or shuffled, and
+    hidden layers that keep a alone (relu, tanh, sigmoid) or z and a (gelu)."""
+    monkeypatch.setattr(kernels, "CHUNK", ops.BLOCK)
+    got = _run_both(widths=[7, 5, 3], hidden=hidden, loss_out=LOSS_OUTPUTS[3], opt="momentum",
+                    lr=0.02, d=3, n=70, R=2, epochs=6, batch=batch, shuffle=shuffle,
+                    per_replica=True, bias=[True, False, True], layout="lanes")
+    assert _compare(*got, rtol=1e-10) <= 1e-10
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
