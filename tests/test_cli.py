@@ -180,7 +180,8 @@ from initlab.nn.parallel import context
 
 cli_runs._start_worker_server()
 with ProcessPoolExecutor(1, mp_context=context()) as pool:
-    preloaded = pool.submit(eval, "'initlab.experiments' in __import__('sys').modules").result()
+    preloaded = pool.submit(eval, "all(m in __import__('sys').modules for m in "
+                                  "('initlab.experiments', 'sklearn.datasets'))").result()
 print(preloaded)
 """
 
