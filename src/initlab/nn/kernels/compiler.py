@@ -46,10 +46,10 @@ class _LinkedLibrary(JITCodeLibrary):
     own module-level optimization and machine code, done once more in the caller and never
     used (~1 s of the cold compile)."""
 
+    outlined: str | None = None  # the kernel's own function, kept out of line in the caller
+
     def _optimize_final_module(self) -> None:
         pass  # the caller's module passes run over the linked-in functions
-
-    outlined: str | None = None  # the kernel's own function, kept out of line in the caller
 
     def _finalize_final_module(self) -> None:
         self._finalize_dynamic_globals()
@@ -83,9 +83,9 @@ class _NoEnvironment:
 
 @register_pass(mutates_CFG=True, analysis_only=False)
 class _LinkedLowering(NativeLowering):
-    """numba's lowering into a :class:`_LinkedLibrary`."""
+    """numba's lowering into a :class:`_LinkedLibrary` (with ``outline``, its function marked
+    to stay out of line)."""
     _name = "initlab_linked_lowering"
-
     outline = False
 
     def run_pass(self, state: Any) -> bool:
