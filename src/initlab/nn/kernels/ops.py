@@ -146,7 +146,8 @@ def act_forward(code, prm, z, a, ns, k, ss, fs):
             r = i * ss
             top = z[r]
             for u in range(1, k):
-                top = max(top, z[r + u * fs])
+                v = z[r + u * fs]
+                top = v if v > top else top  # max(top, v): an overload to compile
             s = 0.0
             for u in range(k):
                 e = math.exp(z[r + u * fs] - top)
@@ -220,7 +221,8 @@ def loss(code, eps, out, y, g, ns, nv, k, ss, fs, fac, grad, value):
             r = i * ss
             top = out[r]
             for u in range(1, k):
-                top = max(top, out[r + u * fs])
+                v = out[r + u * fs]
+                top = v if v > top else top
             s = 0.0
             dot = 0.0
             for u in range(k):
@@ -360,7 +362,7 @@ def mix(out, inp, coef, bias, with_bias, n_out, n_in, cs_out, cs_in, ld, wb, mod
     mode 1 (a forward) also stores phi(out) into aux; mode 2 (a backward) stores
     phi'(z) out instead, reading z or a = phi(z) from aux."""
     for o in range(0, n_out, 2):  # 2 output rows x 4 vectors of accumulators
-        o1 = min(o + 1, n_out - 1)  # past the last row: its duplicate, stored twice
+        o1 = o + 1 if o + 1 < n_out else o  # past the last row: its duplicate, stored twice
         for i in range(0, wb, BLOCK):
             a0 = vzero(out)
             a1, a2, a3, b0, b1, b2, b3 = a0, a0, a0, a0, a0, a0, a0
@@ -419,9 +421,9 @@ def mix(out, inp, coef, bias, with_bias, n_out, n_in, cs_out, cs_in, ld, wb, mod
 def grad_w(g, x, dz, F, U, ld, wb):
     """g[j * U + u] += sum_i x[j, i] dz[u, i] over i < wb, in 2 * VW interleaved lanes."""
     for j in range(0, F, 2):
-        j1 = min(j + 1, F - 1)
+        j1 = j + 1 if j + 1 < F else j
         for u in range(0, U, 2):
-            u1 = min(u + 1, U - 1)
+            u1 = u + 1 if u + 1 < U else u
             a0 = vzero(g)
             a1, b0, b1, c0, c1, d0, d1 = a0, a0, a0, a0, a0, a0, a0
             for i in range(0, wb, 2 * VW):

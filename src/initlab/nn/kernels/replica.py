@@ -51,7 +51,9 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
     # per-layer rows and one for the buffers: numba lowers every use of an array to a struct
     # of seven fields and reference counts, of a pointer to one address, and this kernel's IR
     # (and its compile time) shrank by a quarter
-    row = plan.shape[1]
+    # no shape[k], min() or max(): each is an overload numba compiles with its own full
+    # pipeline (30-40 ms of the cold compile apiece); unpacking, len() and a conditional are not
+    _, row = plan.shape
     dims, woff, boff, aoff, zoff = (at(plan, 0), at(plan, row), at(plan, 2 * row),
                                     at(plan, 3 * row), at(plan, 4 * row))
     acts, fuse_fwd, fuse_bwd, starts = (at(plan, 5 * row), at(plan, 6 * row),
@@ -64,16 +66,16 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                                       at(plan, 12 * row), at(plan, 13 * row))
     skip_from, opens = at(plan, 14 * row), at(plan, 15 * row)
     nb, ib, sb = at(work, starts[7]), at(work, starts[8]), at(work, starts[9])
-    L = aprm.shape[0]
-    n = X.shape[1]
+    L = len(aprm)
+    nx, n, _ = X.shape
     d = dims[0]
     k = dims[L]
-    nparam = p.shape[0]
-    reps = costs.shape[1]
-    xr = r if X.shape[0] > 1 else 0
-    yr = r if Y.shape[0] > 1 else 0
+    nparam = len(p)
+    _, reps = costs.shape
+    xr = r if nx > 1 else 0
+    yr = r if len(Y) > 1 else 0
     fused = loss == 0 or loss == 2
-    shuffled = orders.shape[0] > 0
+    shuffled = len(orders) > 0
     per_sample = loss == 2  # softmax CE averages over samples only
     cap = ld
     # a block of samples x units holds (i, u) at i * (units if gemm else 1) + u * fs
@@ -99,7 +101,7 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                           last if e == epochs - 1 else per_epoch):
             training = step >= 0
             lo = step * batch if training else 0
-            hi = min(n, lo + batch) if training else n
+            hi = (lo + batch if lo + batch < n else n) if training else n
             cc[0] = 1.0 / ((hi - lo) if per_sample else (hi - lo) * k)  # rounded as numpy
             fac = cc[0]
             value = lp >= 0 and (not training or batch >= n)
@@ -108,7 +110,7 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                 for q in range(nparam):
                     g[q] = 0.0
             for c0 in range(lo, hi, cap):
-                nv = min(cap, hi - c0)
+                nv = hi - c0 if hi - c0 < cap else cap
                 ns = nv if gemm else cap  # samples in a buffer block
                 wb = (nv + BLOCK - 1) // BLOCK * BLOCK
                 ordered = not (training and shuffled)
@@ -139,7 +141,7 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                 for li in range(L):
                     F, U = dims[li], dims[li + 1]
                     x, z, a = at(ab, aoff[li]), at(zb, zoff[li]), at(ab, aoff[li + 1])
-                    w, b = at(p, woff[li]), at(p, max(boff[li], 0))
+                    w, b = at(p, woff[li]), at(p, boff[li] if boff[li] > 0 else 0)
                     needed = li < L - 1 or not fused
                     if ext is not None:
                         if kinds[li] == 3:
@@ -147,11 +149,12 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                                         ns * U, cc)
                             continue
                         if kinds[li] != 0:
-                            so = max(soff[li], 0)
+                            so = soff[li] if soff[li] > 0 else 0
+                            stats, scratch = rs  # (rs[k] is an overload to compile)
                             nrm.forward(kinds[li], x, z, at(nb, xoff[li]), at(ib, ioff[li]),
                                         at(p, woff[li]), at(p, boff[li]), ns, U,
-                                        at(ext, 3 * li), at(rs[0], so), at(rs[0], so + U),
-                                        training and kinds[li] == nrm.BATCH, cc, at(rs[1], 0))
+                                        at(ext, 3 * li), at(stats, so), at(stats, so + U),
+                                        training and kinds[li] == nrm.BATCH, cc, at(scratch, 0))
                             if needed:
                                 ops.act_forward(acts[li], aprm[li], z, a, ns, U, U, one)
                             continue
@@ -179,7 +182,8 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                 for li in range(L - 1, -1, -1):
                     F, U = dims[li], dims[li + 1]
                     x, z, a = at(ab, aoff[li]), at(zb, zoff[li]), at(ab, aoff[li + 1])
-                    w, gw, gb = at(p, woff[li]), at(g, woff[li]), at(g, max(boff[li], 0))
+                    w, gw, gb = (at(p, woff[li]), at(g, woff[li]),
+                                 at(g, boff[li] if boff[li] > 0 else 0))
                     if (not (fused and li == L - 1)
                             and (gemm or li == L - 1 or not fuse_bwd[li])):
                         ops.act_backward(acts[li], aprm[li], z, a, cur, ns, U, U if gemm else 1,
@@ -190,9 +194,10 @@ def train_replica(r, p, s1, s2, work, plan, aprm, T, X, Y, orders, logpos, costs
                             cur, other = other, cur
                             continue
                         if kinds[li] != 0:
+                            stats, scratch = rs
                             nrm.backward(kinds[li], cur, at(nb, xoff[li]), at(ib, ioff[li]),
                                          at(p, woff[li]), at(g, woff[li]), at(g, boff[li]),
-                                         other, ns, U, li > 0, cc, at(rs[1], 0))
+                                         other, ns, U, li > 0, cc, at(scratch, 0))
                             if opens[li] != 0 and li > 0:
                                 res.add_kept(other, sb, ns * F)
                             cur, other = other, cur
