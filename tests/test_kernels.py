@@ -457,3 +457,23 @@ def test_per_op_kernels_are_called_out_of_line_and_scalar_ones_inlined(tmp_path)
                                           "NUMBA_CACHE_DIR": str(tmp_path)}).stdout.split()
     assert out[:3] == ["True", "False", "_LinkedLibrary"]
     assert out[3:] == [f"initlab.nn.kernels.{m}" for m in ("norm", "ops", "replica", "skip")]
+
+
+def _add_one(x):
+    return x + 1
+
+
+def test_the_kernel_cache_keeps_an_index_per_signature(tmp_path, monkeypatch):
+    """Two signatures of a cached kernel save two index files (numba's one index per function
+    lets two processes that save two signatures at once pair one's key with the other's code),
+    and a fresh process (a new dispatcher) loads both from them."""
+    from initlab.nn.kernels.compiler import cached_kernel
+
+    monkeypatch.setattr(numba.core.config, "CACHE_DIR", str(tmp_path))
+    first = cached_kernel(_add_one)
+    assert first(1) == 2 and first(1.5) == 2.5
+    indexes = sorted(tmp_path.rglob("*.nbi"))
+    assert len(indexes) == 2 and len(set(p.name for p in indexes)) == 2
+    again = cached_kernel(_add_one)
+    assert again(2) == 3 and again(2.5) == 3.5
+    assert sum(again.stats.cache_hits.values()) == 2 and not again.stats.cache_misses

@@ -176,10 +176,41 @@ class _SourcesCacheImpl(caching.CompileResultCacheImpl):
 
 class _SourcesCache(caching.FunctionCache):
     """numba's on-disk cache (``cache=True``) with the index stamped by
-    :func:`_sources_stamp`. numba stamps it with the cached function's file alone ("cache
-    invalidation fails to recognize changes in functions defined in a different file", its
-    docs say), and the replica kernel compiles in code from three."""
+    :func:`_sources_stamp`, and an index per signature.
+
+    numba stamps the index with the cached function's file alone ("cache invalidation fails
+    to recognize changes in functions defined in a different file", its docs say), and the
+    replica kernel compiles in code from three. And numba keeps one index per function, of
+    every signature: a save reads it, takes the first free data file name and writes both,
+    so two processes that save two signatures at once (a sweep's workers, the compile step's
+    two specializations) can leave one's key naming the other's code. With an index per
+    signature, two processes only ever save the same code under the same name (each write
+    is a rename, whole)."""
     _impl_class = _SourcesCacheImpl
+
+    def __init__(self, py_func: Any):
+        super().__init__(py_func)
+        self._files: dict[str, caching.IndexDataCacheFile] = {}
+
+    def _file(self, sig: Any) -> caching.IndexDataCacheFile:
+        tag = hashlib.sha256(str(sig).encode()).hexdigest()[:16]
+        if tag not in self._files:
+            self._files[tag] = caching.IndexDataCacheFile(
+                cache_path=self._cache_path, filename_base=f"{self._impl.filename_base}-{tag}",
+                source_stamp=self._impl.locator.get_source_stamp())
+        return self._files[tag]
+
+    def _load_overload(self, sig: Any, target_context: Any) -> Any:
+        self._cache_file = self._file(sig)
+        return super()._load_overload(sig, target_context)
+
+    def _save_overload(self, sig: Any, data: Any) -> None:
+        self._cache_file = self._file(sig)
+        super()._save_overload(sig, data)
+
+    def flush(self) -> None:
+        for file in self._files.values():
+            file.flush()
 
 
 def cached_kernel(fn: Callable[..., Any]) -> Any:
