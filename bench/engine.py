@@ -79,6 +79,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -472,28 +473,66 @@ else:
                       "warm_up_s": end - imported, "cpu_s": time.process_time() - cpu}))
 """
 
+# numba's own floor for "from the cache": import numba, then the first call of a function
+# that adds 1, loaded from numba's cache (cache=True), in a process of its own
+_FLOOR_MODULE = """
+import numba
+
+
+@numba.njit(cache=True)
+def add_one(x):
+    return x + 1
+"""
+
+_FLOOR_PROBE = """
+import json, time
+import numpy
+start = time.perf_counter()
+import numba_floor
+imported = time.perf_counter()
+numba_floor.add_one(1)
+end = time.perf_counter()
+print(json.dumps({"total_s": end - start, "import_s": imported - start,
+                  "warm_up_s": end - imported}))
+"""
+
+
+def _probe(code: str, env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=900)
+    lines = proc.stdout.strip().splitlines()
+    return (json.loads(lines[-1]) if proc.returncode == 0 and lines else
+            {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]})
+
 
 def kernel_compile_times(rounds: int = 1) -> dict:
     """Per round, cold (a fresh NUMBA_CACHE_DIR), then cached (the same dir), each in a new
-    process; "cold" and "cached" hold the round of the median total, "rounds" every one."""
+    process, then numba's floor (:data:`_FLOOR_PROBE`, cached: its cold run only fills the
+    cache); "cold", "cached" and "floor" hold the round of the median total, "rounds" every
+    one."""
     runs: list[dict[str, Any]] = []
     for _ in range(rounds):
         out: dict[str, Any] = {}
-        with tempfile.TemporaryDirectory() as cache:
+        with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as code:
+            Path(code, "numba_floor.py").write_text(_FLOOR_MODULE)
             env = {**os.environ, "NUMBA_CACHE_DIR": cache}
             for name in ("cold", "cached"):
-                proc = subprocess.run([sys.executable, "-c", _KERNEL_PROBE], env=env,
-                                      capture_output=True, text=True, timeout=900)
-                lines = proc.stdout.strip().splitlines()
-                out[name] = (json.loads(lines[-1]) if proc.returncode == 0 and lines else
-                             {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]})
+                out[name] = _probe(_KERNEL_PROBE, env)
                 if "error" in out[name]:
                     return {"error": out[name]["error"]}
             out["cache_files"] = sum(len(files) for _, _, files in os.walk(cache))
+            floor_env = {**env, "PYTHONPATH": os.pathsep.join(
+                [code, *filter(None, [os.environ.get("PYTHONPATH")])])}
+            for _ in range(2):  # the first fills the cache
+                out["floor"] = _probe(_FLOOR_PROBE, floor_env)
+            if "error" in out["floor"]:
+                return {"error": out["floor"]["error"]}
         runs.append(out)
     median = {name: sorted((r[name] for r in runs), key=lambda t: t["total_s"])[rounds // 2]
-              for name in ("cold", "cached")}
-    return {**median, "cache_files": runs[0]["cache_files"], "rounds": runs}
+              for name in ("cold", "cached", "floor")}
+    ratios = [r["cached"]["total_s"] / r["floor"]["total_s"] for r in runs]
+    return {**median, "cached_over_floor": statistics.median(ratios),
+            "cache_files": runs[0]["cache_files"], "rounds": runs}
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -570,10 +609,20 @@ def print_kernels(console: Console, k: dict) -> None:
         table.add_row(name, f"{r['total_s']:.2f}", f"{r['import_s']:.2f}",
                       f"{r['warm_up_s']:.2f}", cpu, f"<= {goal:g}",
                       "PASS" if r["total_s"] <= goal else "MISS")
+    if "floor" in k:
+        r = k["floor"]
+        table.add_row("numba's floor, cached", f"{r['total_s']:.2f}", f"{r['import_s']:.2f}",
+                      f"{r['warm_up_s']:.2f}", "-", "-", "-")
     console.print(table)
-    for name in ("cold", "cached"):
-        print(f"{name} totals per round (s): "
-              + " ".join(f"{r[name]['total_s']:.2f}" for r in k["rounds"]))
+    for name in ("cold", "cached", "floor"):
+        if name in k:
+            print(f"{name} totals per round (s): "
+                  + " ".join(f"{r[name]['total_s']:.2f}" for r in k["rounds"]))
+    if "cached_over_floor" in k:
+        print("numba's floor: import numba and the first call, from its cache, of a function "
+              "that adds 1 (warm_up column: the call)")
+        print(f"cached total / numba's floor, median of the rounds: "
+              f"{k['cached_over_floor']:.2f}")
     print(f"numba cache files written by the cold run: {k['cache_files']}")
 
 
