@@ -182,8 +182,8 @@ class _SourcesCache(caching.FunctionCache):
     to recognize changes in functions defined in a different file", its docs say), and the
     replica kernel compiles in code from three. And numba keeps one index per function, of
     every signature: a save reads it, takes the first free data file name and writes both,
-    so two processes that save two signatures at once (a sweep's workers, the compile step's
-    two specializations) can leave one's key naming the other's code. With an index per
+    so two processes that save two signatures at once (a sweep's workers on a fresh cache,
+    one in float64 and one in float32) can leave one's key naming the other's code. With an index per
     signature, two processes only ever save the same code under the same name (each write
     is a rename, whole)."""
     _impl_class = _SourcesCacheImpl
